@@ -1,0 +1,151 @@
+"""The ``lightning-calib`` command: LightningCLI with fit / validate / test / predict.
+
+* The model is :class:`~lightning_calib.module.ClassificationModule` by default (any
+  LightningModule can be chosen with ``--model.class_path``); its ``network`` and ``loss`` are
+  picked in YAML by ``class_path`` -- the CLI is the registry.
+* ``data`` is any :class:`~datamodules.base.CalibrationDataModule`; its ``num_classes`` class
+  attribute is linked into ``model.num_classes`` (typed once).
+* Configs may build on others with ``__base__`` (see :mod:`lightning_calib.config`).
+* Checkpoints go to a fixed folder ``<trainer.default_root_dir>/checkpoints``: ``best.ckpt``
+  (selected by ``checkpoint.monitor``, default ``val/acc``) and ``last.ckpt`` (rewritten every
+  epoch, whatever the monitor says), so ``--ckpt_path last`` resumes the newest state.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from datamodules.base import CalibrationDataModule
+from lightning_calib.config import ConfigError, compose, has_bases
+from lightning_calib.module import ClassificationModule
+
+__all__ = ["LastCheckpoint", "LightningCalibCLI", "expand_configs", "main"]
+
+_CONFIG_FLAGS = ("--config", "-c")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` at every epoch end, independent of any monitored metric.
+
+    Lightning's ``save_last`` on a monitored checkpoint only rewrites ``last.ckpt`` when the
+    monitored value improves; resuming from it would lose epochs. This one has no monitor.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath, filename="last", monitor=None, save_top_k=1, save_last=False,
+            enable_version_counter=False,
+        )  # fmt: skip
+        self.CHECKPOINT_NAME_LAST = "last"
+
+
+class LightningCalibCLI(LightningCLI):
+    """LightningCLI with the project's links, checkpoint layout and defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_top_k": 1,
+                "checkpoint.enable_version_counter": False,
+                "trainer.default_root_dir": "runs/default",
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:  # noqa: D102
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config["trainer"]["default_root_dir"] or "runs/default"
+        ckpt_dir = str(Path(root) / "checkpoints")
+        if config["checkpoint"]["dirpath"] is None:
+            config["checkpoint"]["dirpath"] = ckpt_dir
+        callbacks = config["trainer"].get("callbacks") or []
+        if not any(_class_path(cb).endswith("LastCheckpoint") for cb in callbacks):
+            callbacks = [*callbacks, _namespace_callback(config, ckpt_dir)]
+            config["trainer"]["callbacks"] = callbacks
+
+
+def _class_path(cb: Any) -> str:
+    return str(getattr(cb, "class_path", None) or (cb.get("class_path", "") if isinstance(cb, dict) else ""))
+
+
+def _namespace_callback(config: Any, ckpt_dir: str) -> Any:
+    from jsonargparse import Namespace
+
+    return Namespace(
+        class_path=f"{LastCheckpoint.__module__}.{LastCheckpoint.__qualname__}",
+        init_args=Namespace(dirpath=config["checkpoint"]["dirpath"] or ckpt_dir),
+    )
+
+
+def expand_configs(argv: list[str]) -> list[str]:
+    """Replace every ``--config FILE`` that has ``__base__`` by the composed YAML text.
+
+    Raises:
+        ConfigError: a config file (or one of its bases) is missing or malformed.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, value = None, None
+        if arg in _CONFIG_FLAGS and i + 1 < len(argv):
+            flag, value, i = arg, argv[i + 1], i + 2
+        elif arg.startswith("--config="):
+            flag, value, i = "--config", arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        path = Path(value)
+        if path.suffix in (".yaml", ".yml") and not path.is_file():
+            raise ConfigError(f"config file not found: {path.resolve()}")
+        if path.is_file() and has_bases(path):
+            value = yaml.safe_dump(compose(path), sort_keys=False)
+        out.extend([flag, value])
+    return out
+
+
+def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI | None:
+    """Entry point of the ``lightning-calib`` console script.
+
+    Args:
+        args: command line (default ``sys.argv[1:]``).
+        run: run the subcommand (``False`` only instantiates, for tests and notebooks; then
+            ``args`` must not contain a subcommand).
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        argv = expand_configs(argv)
+    except ConfigError as err:
+        if args is not None:
+            raise
+        print(f"lightning-calib: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return LightningCalibCLI(
+        ClassificationModule,
+        CalibrationDataModule,
+        subclass_mode_data=True,
+        args=argv,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "yaml"},
+        auto_configure_optimizers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The LightningModule for image classification with a pluggable (calibration) loss.
+
+One module for the task, not one per method: the network and the loss are constructor
+arguments, chosen in YAML by ``class_path``; the CLI is the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from lightning_calib.temperature import TemperatureGrid
+
+__all__ = ["ClassificationModule", "calibration_metrics", "logit_statistics"]
+
+
+def calibration_metrics(
+    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
+) -> MetricCollection:
+    """The metric set every stage reports: accuracy, top-5, NLL, Brier, ECE, MCE, AECE, CECE.
+
+    Keys (before the stage prefix): ``acc``, ``top5`` (only when ``num_classes > 5``), ``nll``,
+    ``brier``, ``ece``, ``mce``, ``aece``, ``cece``. Every metric takes logits.
+    """
+    from lightning_calib.metrics import (
+        ECE,
+        MCE,
+        NLL,
+        AdaptiveECE,
+        BrierScore,
+        ClasswiseECE,
+        TopKAccuracy,
+    )
+
+    common = {"ignore_index": ignore_index}
+    metrics: dict[str, Any] = {"acc": TopKAccuracy(k=1, **common)}
+    if num_classes > 5:
+        metrics["top5"] = TopKAccuracy(k=5, **common)
+    metrics.update(
+        nll=NLL(**common),
+        brier=BrierScore(num_classes=num_classes, **common),
+        ece=ECE(n_bins=n_bins, **common),
+        mce=MCE(n_bins=n_bins, **common),
+        aece=AdaptiveECE(n_bins=n_bins, **common),
+        cece=ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
+    )
+    return MetricCollection(metrics)
+
+
+@torch.no_grad()
+def logit_statistics(logits: Tensor) -> dict[str, Tensor]:
+    """Per-batch logit geometry that calibration losses act on (REFERENCE.md).
+
+    Returns the batch means of the mean distance to the top logit
+    ``sum_k (zmax - z_k) / (K - 1)``, of the largest distance ``zmax - zmin`` and of the
+    top-1 minus top-2 margin, plus the mean top logit.
+    """
+    z = logits.detach().float()
+    if z.ndim > 2:
+        z = z.movedim(1, -1).reshape(-1, z.shape[1])
+    k = z.shape[1]
+    top2 = z.topk(2, dim=1).values if k > 1 else torch.cat([z, z], 1)
+    zmax = top2[:, 0]
+    return {
+        "logit_dist_mean": (zmax * k - z.sum(1)).div(max(k - 1, 1)).mean(),
+        "logit_dist_max": (zmax - z.amin(1)).mean(),
+        "logit_margin": (top2[:, 0] - top2[:, 1]).mean(),
+        "logit_max": zmax.mean(),
+    }
+
+
+class ClassificationModule(pl.LightningModule):
+    """Network + pluggable loss + optimizer/scheduler, with calibration metrics per stage.
+
+    Losses that have parts (a CE term and a regularizer) expose
+    ``forward_with_parts(logits, target) -> (total, {name: part})`` (see ``losses.base``);
+    the module logs each part as ``<stage>/loss_<name>`` from that one call. Any other
+    ``nn.Module`` loss (e.g. ``torch.nn.CrossEntropyLoss``) is called plainly.
+
+    Post-hoc temperature scaling is built in: during validation a grid of temperatures is
+    scored on the validation logits (sum statistics, so exact under DDP); the best one is
+    kept in the ``temperature`` buffer (saved in checkpoints) and logged as
+    ``val/temperature``. ``test`` reports every metric raw (``test/ece``) and scaled
+    (``test/ece_ts``).
+
+    Args:
+        network: builds the network from ``num_classes`` (a class whose first argument is
+            ``num_classes``, given in YAML by ``class_path`` without it), or a built module.
+        num_classes: number of classes; linked from the datamodule by the CLI.
+        loss: the training loss; default ``losses.CrossEntropy()``.
+        optimizer: builds the optimizer from the parameters.
+        scheduler: builds the LR scheduler from the optimizer, or ``None``.
+        scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+        n_bins: bins of the binned calibration metrics.
+        ignore_index: target value to ignore in metrics (classification data has none).
+        temperature_grid: ``(start, stop, step)`` of the temperature search (inclusive), or
+            ``None`` to switch temperature scaling off.
+        temperature_criterion: ``"ece"`` (the public ACLS code: lowest validation ECE) or
+            ``"nll"`` (lowest validation NLL).
+        log_logit_stats: log the per-batch logit geometry during training.
+    """
+
+    def __init__(
+        self,
+        network: Callable[[int], nn.Module],
+        num_classes: int,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        n_bins: int = 15,
+        ignore_index: int | None = None,
+        temperature_grid: tuple[float, float, float] | None = (0.1, 10.0, 0.1),
+        temperature_criterion: str = "ece",
+        log_logit_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2; got {num_classes}.")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"`scheduler_interval` must be 'epoch' or 'step'; got {scheduler_interval!r}."
+            )
+        # Under the CLI the hyperparameters are the config (class_path dicts), which load back
+        # through `load_from_checkpoint`; module objects passed from Python are not picklable
+        # safely, so those are left out (pass them again to `load_from_checkpoint`).
+        self.save_hyperparameters()
+        for key in ("network", "loss", "optimizer", "scheduler"):
+            if key in self.hparams and not _is_plain(self.hparams[key]):
+                del self.hparams[key]
+        self.num_classes = num_classes
+        self.network = network if isinstance(network, nn.Module) else network(num_classes)
+        declared = getattr(self.network, "num_classes", None)
+        if isinstance(declared, int) and declared != num_classes:
+            raise ValueError(
+                f"the network was built for num_classes={declared} but the data has "
+                f"num_classes={num_classes}."
+            )
+        if loss is None:
+            from losses import CrossEntropy
+
+            loss = CrossEntropy()
+        self.loss = loss
+        self.optimizer_fn = optimizer
+        self.scheduler_fn = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.ignore_index = ignore_index
+        self.log_logit_stats = log_logit_stats
+        self.register_buffer("temperature", torch.ones(()))
+        metrics = calibration_metrics(num_classes, n_bins, ignore_index)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_metrics_ts = metrics.clone(prefix="test/", postfix="_ts")
+        self.temperature_search = (
+            None
+            if temperature_grid is None
+            else TemperatureGrid(
+                temperature_grid, n_bins, temperature_criterion, ignore_index=ignore_index
+            )
+        )
+
+    # ----------------------------------------------------------------------------- steps
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the network (not temperature-scaled)."""
+        return self.network(x)
+
+    def _check_logits(self, logits: Tensor) -> None:
+        if logits.ndim < 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"the network returned logits of shape {tuple(logits.shape)}; expected "
+                f"(batch, {self.num_classes}, ...) for num_classes={self.num_classes} "
+                "(does the network's output size match the datamodule?)"
+            )
+
+    def _loss(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        with_parts = getattr(self.loss, "forward_with_parts", None)
+        if with_parts is not None:
+            return with_parts(logits, target)
+        return self.loss(logits, target), {}
+
+    def _log_loss(self, stage: str, loss: Tensor, parts: dict[str, Tensor], n: int) -> None:
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, batch_size=n,
+                 prog_bar=on_step, sync_dist=not on_step)  # fmt: skip
+        for name, value in parts.items():
+            self.log(f"{stage}/loss_{name}", value.detach(), on_step=on_step, on_epoch=True,
+                     batch_size=n, sync_dist=not on_step)  # fmt: skip
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+        x, y = batch
+        logits = self(x)
+        if batch_idx == 0:
+            self._check_logits(logits)
+        loss, parts = self._loss(logits, y)
+        self._log_loss("train", loss, parts, len(y))
+        if self.log_logit_stats:
+            stats = {f"train/{k}": v for k, v in logit_statistics(logits).items()}
+            self.log_dict(stats, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:  # noqa: D102
+        x, y = batch
+        logits = self(x)
+        if batch_idx == 0:
+            self._check_logits(logits)
+        loss, parts = self._loss(logits, y)
+        self._log_loss("val", loss, parts, len(y))
+        self.val_metrics.update(logits, y)
+        self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(y))
+        if self.temperature_search is not None:
+            self.temperature_search.update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        if self.temperature_search is None or self.trainer.sanity_checking:
+            if self.temperature_search is not None:
+                self.temperature_search.reset()
+            return
+        self.temperature.fill_(self.temperature_search.compute())
+        self.temperature_search.reset()
+        self.log("val/temperature", self.temperature.clone(), sync_dist=False)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:  # noqa: D102
+        x, y = batch
+        logits = self(x)
+        if batch_idx == 0:
+            self._check_logits(logits)
+        self.test_metrics.update(logits, y)
+        self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(y))
+        if self.temperature_search is not None:
+            self.test_metrics_ts.update(logits / self.temperature, y)
+            self.log_dict(self.test_metrics_ts, on_epoch=True, batch_size=len(y))
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        if self.temperature_search is not None:
+            self.log("test/temperature", self.temperature.clone())
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Raw and temperature-scaled logits, with the targets when the batch has them."""
+        x, y = batch if isinstance(batch, list | tuple) else (batch, None)
+        logits = self(x)
+        out = {"logits": logits, "logits_ts": logits / self.temperature}
+        if y is not None:
+            out["target"] = y
+        return out
+
+    # ------------------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> Any:  # noqa: D102
+        optimizer = self.optimizer_fn(self.parameters())
+        if self.scheduler_fn is None:
+            return optimizer
+        scheduler = self.scheduler_fn(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether a hyperparameter is plain config data (what the CLI records)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False

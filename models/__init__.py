@@ -1,0 +1,5 @@
+"""Networks. Each takes ``num_classes`` first, so the CLI can build it from the datamodule."""
+
+from models.resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
