@@ -135,11 +135,13 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
             raise
         print(f"lightning-calib: error: {err}", file=sys.stderr)
         sys.exit(2)
+    if args is None:  # LightningCLI reads sys.argv itself; hand it the expanded one
+        sys.argv = [sys.argv[0], *argv]
     return LightningCalibCLI(
         ClassificationModule,
         CalibrationDataModule,
         subclass_mode_data=True,
-        args=argv,
+        args=None if args is None else argv,
         run=run,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "yaml"},

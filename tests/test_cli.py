@@ -1,0 +1,145 @@
+"""The ``lightning-calib`` CLI: configs, fit/test round trip, resume, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import CONFIGS, REPO, tiny_trainer_args
+from lightning_calib.cli import main
+from lightning_calib.config import ConfigError, compose
+
+DIGITS = sorted(p for p in (CONFIGS / "digits").glob("*.yaml") if not p.stem.startswith("_"))
+ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_every_loss_has_a_digits_config():
+    assert {p.stem for p in DIGITS} == {
+        "ce", "ls", "focal", "flsd", "ecp", "mmce", "mbls", "cpc", "acls"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_config_composes_completely(config):
+    cfg = compose(config)
+    assert {"trainer", "data", "model"} <= cfg.keys()
+    assert cfg["model"]["loss"]["class_path"].startswith("losses.")
+    assert "num_classes" not in cfg["model"], "num_classes is linked from the datamodule"
+    assert cfg["trainer"]["default_root_dir"] == f"runs/{config.parent.name}/{config.stem}"
+
+
+@pytest.mark.parametrize("config", DIGITS, ids=lambda p: p.stem)
+def test_digits_configs_instantiate(config, tmp_path):
+    cli = main(["--config", str(config), *tiny_trainer_args(tmp_path)], run=False)
+    expected = compose(config)["model"]["loss"]["class_path"].split(".")[-1]
+    assert type(cli.model.loss).__name__ == expected
+    assert cli.model.num_classes == cli.datamodule.num_classes == 10
+    assert cli.model.network.fc.out_features == 10
+    assert cli.trainer.gradient_clip_val == 2.0
+    ckpts = [cb for cb in cli.trainer.checkpoint_callbacks]
+    assert {Path(cb.dirpath) for cb in ckpts} == {tmp_path / "checkpoints"}
+    assert sorted(cb.monitor or "-" for cb in ckpts) == ["-", "val/acc"]
+
+
+def test_fast_dev_run_fit_of_digits_acls(tmp_path):
+    cli = main(
+        ["fit", "--config", str(CONFIGS / "digits" / "acls.yaml"),
+         *tiny_trainer_args(tmp_path), "--trainer.fast_dev_run=true"]
+    )  # fmt: skip
+    assert cli.trainer.state.finished
+    logged = cli.trainer.logged_metrics
+    assert {"train/loss", "train/loss_ce", "train/loss_reg", "val/ece", "val/acc"} <= logged.keys()
+    # total = ce + alpha * reg with alpha = 0.1 from the YAML
+    total = logged["train/loss"]
+    assert torch.isclose(total, logged["train/loss_ce"] + 0.1 * logged["train/loss_reg"], rtol=1e-5)
+
+
+def test_fit_then_test_with_the_checkpoint_and_resume(tmp_path):
+    config = str(CONFIGS / "digits" / "acls.yaml")
+    args = tiny_trainer_args(tmp_path, epochs=2, batches=3)
+    main(["fit", "--config", config, *args])
+    best, last = tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+    saved_config = next(tmp_path.rglob("config.yaml"))
+
+    cli = main(["test", "--config", str(saved_config), f"--ckpt_path={best}"])
+    metrics = cli.trainer.callback_metrics
+    assert 0.0 <= float(metrics["test/ece"]) <= 1.0
+    assert float(metrics["test/acc"]) == pytest.approx(float(metrics["test/acc_ts"]))
+    ckpt_t = float(torch.load(best, weights_only=False)["state_dict"]["temperature"])
+    assert float(metrics["test/temperature"]) == pytest.approx(ckpt_t)
+
+    # resume: `--ckpt_path last` continues at epoch 2 instead of starting over
+    cli = main(["fit", "--config", config, *args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    assert cli.trainer.current_epoch == 3
+    assert torch.load(last, weights_only=False)["epoch"] == 2
+    assert cli.trainer.global_step == 9  # 3 epochs x 3 batches: the first 6 were restored
+
+
+def test_print_config_round_trips(tmp_path):
+    config = str(CONFIGS / "digits" / "mbls.yaml")
+    first = _print_config(["--config", config, "--model.loss.init_args.margin=6.0"])
+    (tmp_path / "printed.yaml").write_text(first)
+    second = _print_config(["--config", str(tmp_path / "printed.yaml")])
+    assert yaml.safe_load(first) == yaml.safe_load(second)
+    assert yaml.safe_load(first)["model"]["loss"]["init_args"]["margin"] == 6.0
+
+
+def _print_config(args: list[str]) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "lightning_calib.cli", "fit", *args, "--print_config"],
+        capture_output=True, text=True, cwd=REPO, check=True,
+    )  # fmt: skip
+    return out.stdout
+
+
+def _cli_error(args: list[str]) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_calib.cli", "fit", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc.stderr
+
+
+def test_unknown_loss_class_path_is_a_clear_error():
+    err = _cli_error(
+        ["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.loss=losses.NoSuchLoss"]
+    )
+    assert "model.loss" in err and "NoSuchLoss" in err
+
+
+def test_config_key_typo_is_a_clear_error(tmp_path):
+    cfg = compose(CONFIGS / "digits" / "ce.yaml")
+    cfg["trainer"]["max_epoch"] = 3  # typo of max_epochs
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    err = _cli_error(["--config", str(path)])
+    assert "max_epoch" in err
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    err = _cli_error(["--config", str(tmp_path / "nope.yaml")])
+    assert "config file not found" in err and "nope.yaml" in err
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        main(["--config", str(tmp_path / "nope.yaml")], run=False)
+
+
+def test_num_classes_is_linked_not_typed():
+    err = _cli_error(["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.num_classes=7"])
+    assert "num_classes" in err
+
+
+def test_num_classes_mismatch_between_data_and_network():
+    from lightning_calib.module import ClassificationModule
+    from models import ResNet
+
+    with pytest.raises(ValueError, match=r"num_classes=7 but the data has num_classes=10"):
+        ClassificationModule(network=ResNet(7, depth=8, width=4), num_classes=10)
