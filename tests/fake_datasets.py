@@ -122,18 +122,38 @@ def make_fake_cifar100(
     return folder
 
 
-def _save_jpeg(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:
-    Image.new("RGB", size, colour).save(path, format="JPEG", quality=95)
+def _save_jpeg(
+    path: Path,
+    size: tuple[int, int],
+    colour: tuple[int, int, int],
+    rng: np.random.Generator | None = None,
+) -> None:
+    """A flat ``colour`` image, or with ``rng`` a photo-like one (smooth texture + grain)."""
+    if rng is None:
+        Image.new("RGB", size, colour).save(path, format="JPEG", quality=95)
+        return
+    w, h = size
+    coarse = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.int16)
+    grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
+    pixels = np.clip(smooth + grain, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
 
 
 def make_fake_tiny_imagenet(
-    parent: str | Path, train_per_class: int = 10, val_per_class: int = 3, size: int = 64
+    parent: str | Path,
+    train_per_class: int = 10,
+    val_per_class: int = 3,
+    size: int = 64,
+    textured: bool = False,
 ) -> Path:
     """Write ``parent/tiny-imagenet-200`` with the 4 classes of :data:`TINY_WNIDS`.
 
-    Image colours follow the *sorted* wnid index (the datamodule's label). The first
-    training image of the first class is saved greyscale (as some official images are).
+    Image colours follow the *sorted* wnid index (the datamodule's label); ``textured``
+    writes photo-like random images instead (for benchmarks). The first training image of
+    the first class is saved greyscale (as some official images are).
     """
+    rng = np.random.default_rng(0) if textured else None
     folder = Path(parent) / "tiny-imagenet-200"
     (folder / "val" / "images").mkdir(parents=True, exist_ok=True)
     (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
@@ -144,7 +164,7 @@ def make_fake_tiny_imagenet(
         boxes = []
         for i in range(train_per_class):
             path = images / f"{wnid}_{i}.JPEG"
-            _save_jpeg(path, (size, size), class_colour(label[wnid]))
+            _save_jpeg(path, (size, size), class_colour(label[wnid]), rng)
             boxes.append(f"{path.name}\t0\t0\t{size - 1}\t{size - 1}")
         (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("\n".join(boxes) + "\n")
     first = folder / "train" / TINY_WNIDS[0] / "images" / f"{TINY_WNIDS[0]}_0.JPEG"
@@ -153,7 +173,7 @@ def make_fake_tiny_imagenet(
     for j in range(val_per_class * len(TINY_WNIDS)):
         wnid = TINY_WNIDS[j % len(TINY_WNIDS)]
         name = f"val_{j}.JPEG"
-        _save_jpeg(folder / "val" / "images" / name, (size, size), class_colour(label[wnid]))
+        _save_jpeg(folder / "val" / "images" / name, (size, size), class_colour(label[wnid]), rng)
         lines.append(f"{name}\t{wnid}\t0\t0\t{size - 1}\t{size - 1}")
     (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     return folder
@@ -165,12 +185,15 @@ def make_fake_imagenet(
     train_per_class: int = 4,
     val_per_class: int = 4,
     size: tuple[int, int] = (40, 30),
+    textured: bool = False,
 ) -> Path:
     """Write ``parent/imagenet`` with ``train/<wnid>/`` and ``val/<wnid>/`` class folders.
 
     Val images get official file names; half of each class's are listed in the committed
-    validation split, half are not (so both splits are non-empty).
+    validation split, half are not (so both splits are non-empty). Images are flat class
+    colours, or photo-like random images with ``textured`` (for benchmarks).
     """
+    rng = np.random.default_rng(0) if textured else None
     folder = Path(parent) / "imagenet"
     listed = imagenet_val_names()
     listed_set = set(listed)
@@ -185,8 +208,8 @@ def make_fake_imagenet(
         (folder / "train" / wnid).mkdir(parents=True)
         (folder / "val" / wnid).mkdir(parents=True)
         for i in range(train_per_class):
-            _save_jpeg(folder / "train" / wnid / f"{wnid}_{i}.JPEG", size, class_colour(c))
+            _save_jpeg(folder / "train" / wnid / f"{wnid}_{i}.JPEG", size, class_colour(c), rng)
         for i in range(val_per_class):
             name = next(listed_iter) if i % 2 == 0 else next(unlisted)
-            _save_jpeg(folder / "val" / wnid / name, size, class_colour(c))
+            _save_jpeg(folder / "val" / wnid / name, size, class_colour(c), rng)
     return folder
