@@ -1,7 +1,9 @@
 """Post-hoc temperature scaling, searched on a grid with sum statistics.
 
 For every temperature ``T`` of the grid the metric keeps the equal-width reliability sums
-(per-bin count, confidence sum, correct count) and the summed NLL of ``softmax(z / T)``.
+(per-bin count, confidence sum, correct count; from
+:func:`~lightning_calib.metrics.functional.binned_calibration_stats`) and, for the NLL
+criterion, the summed NLL of ``softmax(z / T)``.
 These are sums, so they reduce exactly across processes, and the chosen ``T`` is the same on
 1 or N GPUs. Dividing logits by ``T > 0`` never changes the arg-max, so accuracy is
 unchanged and only the confidences move.
@@ -78,36 +80,42 @@ class TemperatureGrid(Metric):
         self.ignore_index = ignore_index
         self.max_chunk_elements = max_chunk_elements
         n_t = len(self.temperatures)
-        for name in ("count", "conf_sum", "correct_sum"):
-            self.add_state(name, torch.zeros(n_t, n_bins, dtype=torch.float64), "sum")
+        self.add_state("count", torch.zeros(n_t, n_bins, dtype=torch.int64), "sum")
+        self.add_state("conf_sum", torch.zeros(n_t, n_bins, dtype=torch.float64), "sum")
+        self.add_state("correct_sum", torch.zeros(n_t, n_bins, dtype=torch.int64), "sum")
         self.add_state("nll_sum", torch.zeros(n_t, dtype=torch.float64), "sum")
 
     def update(self, logits: Tensor, target: Tensor) -> None:  # noqa: D102
-        rows, y = to_rows(logits.detach(), target, self.ignore_index, preds_name="logits")
+        logits = logits.detach()
+        temps = self.temperatures.to(logits.device)
+        count, conf, correct = binned_calibration_stats(
+            logits, target, self.n_bins, self.ignore_index, temperature=temps
+        )
+        self.count = self.count + count.to(self.count)
+        self.conf_sum = self.conf_sum + conf.to(self.conf_sum)
+        self.correct_sum = self.correct_sum + correct.to(self.correct_sum)
+        if self.criterion == "nll":
+            self.nll_sum = self.nll_sum + self._nll_sums(logits, target, temps)
+
+    def _nll_sums(self, logits: Tensor, target: Tensor, temps: Tensor) -> Tensor:
+        """Summed ``-log softmax(z / T)_y`` over valid rows for every ``T``, float64."""
+        rows, y = to_rows(logits, target, self.ignore_index, validate=False)
+        rows = rows.double()
+        out = torch.zeros(len(temps), dtype=torch.float64, device=rows.device)
         if rows.shape[0] == 0:
-            return
-        rows = rows.float()
-        per_chunk = max(1, self.max_chunk_elements // max(rows.numel(), 1))
-        temps = self.temperatures.to(rows.device)
-        count, conf, corr, nll = [], [], [], []
-        for t in temps.split(per_chunk):
-            scaled = rows.unsqueeze(0) / t.float().view(-1, 1, 1)
-            stats = binned_calibration_stats(scaled, y, self.n_bins)
-            count.append(stats[0])
-            conf.append(stats[1])
-            corr.append(stats[2])
-            lse = torch.logsumexp(scaled, dim=-1)
-            target_logit = scaled.gather(-1, y.view(1, -1, 1).expand(len(t), -1, 1)).squeeze(-1)
-            nll.append((lse - target_logit).double().sum(-1))
-        self.count = self.count + torch.cat(count)
-        self.conf_sum = self.conf_sum + torch.cat(conf)
-        self.correct_sum = self.correct_sum + torch.cat(corr)
-        self.nll_sum = self.nll_sum + torch.cat(nll)
+            return out
+        target_logit = rows.gather(1, y.view(-1, 1)).squeeze(1)
+        per_chunk = max(1, self.max_chunk_elements // rows.numel())
+        for start in range(0, len(temps), per_chunk):
+            t = temps[start : start + per_chunk].view(-1, 1, 1)
+            lse = torch.logsumexp(rows.unsqueeze(0) / t, dim=-1)
+            out[start : start + per_chunk] = (lse - target_logit / t.view(-1, 1)).sum(-1)
+        return out
 
     def scores(self) -> Tensor:
         """The criterion for every temperature (ECE or mean NLL), float64."""
         if self.criterion == "nll":
-            return self.nll_sum / self.count[0].sum().clamp_min(1)
+            return self.nll_sum / self.count[0].sum().clamp_min(1).double()
         return ece_from_stats(self.count, self.conf_sum, self.correct_sum)
 
     def compute(self) -> Tensor:
