@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -122,26 +123,36 @@ def load_rgb(path: str | Path) -> Image.Image:
 class ImageFileDataset(Dataset):
     """``(image, label)`` pairs read from image files.
 
+    Paths and labels are held in two numpy arrays rather than a list of tuples: loader
+    workers forked from the main process then share them without copying (touching Python
+    objects' reference counts would copy the pages of a 1.28M-entry list into every worker).
+
     Args:
         samples: ``(path, label)`` pairs, in a fixed order.
         transform: applied to the PIL RGB image; must return a tensor.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable) -> None:
-        self.samples = list(samples)
+        self._paths = np.array([os.fsencode(p) for p, _ in samples], dtype=np.bytes_)
+        self._labels = np.array([label for _, label in samples], dtype=np.int64)
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        path, label = self.samples[i]
-        return self.transform(load_rgb(path)), label
+        path = os.fsdecode(self._paths[i])
+        return self.transform(load_rgb(path)), int(self._labels[i])
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        """``(path, label)`` of all samples, in order."""
+        return [(os.fsdecode(p), int(y)) for p, y in zip(self._paths, self._labels)]
 
     @property
     def targets(self) -> list[int]:
         """Labels of all samples, in order."""
-        return [label for _, label in self.samples]
+        return self._labels.tolist()
 
 
 def normalize(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
