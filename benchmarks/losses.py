@@ -1,0 +1,248 @@
+"""Forward+backward time of every loss, as a ratio to ``F.cross_entropy`` on the same input.
+
+Two inputs: classification logits (128, 200) and segmentation logits (4, 21, 256, 256) with
+about 10% of the pixels ignored (``ignore_index=255``). Logits are ``5 * randn`` so that both
+ACLS terms and the MbLS hinge are active (``max_k z > 10`` on many rows, distances above 10).
+
+For ACLS, MbLS and FLSD the table also times a *plain* formulation of the same formula, written
+the way the public code writes it (flatten and mask copy, ``max``, ``repeat``, indicator,
+``relu``, square, sum; FLSD's gamma picked in a per-sample Python loop), and checks in float64
+that ours gives the same loss and gradient (``max |diff|``).
+
+Every function is timed in the same rounds, interleaved (one call each, in rotating order,
+per round), after warm-up; a ratio is the median over rounds of time / time(CE) in that
+round, which cancels most of the drift of a shared machine. Run:
+
+    python benchmarks/losses.py            # default threads
+    python benchmarks/losses.py --threads 1 --rounds 31
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_calib.rows import to_rows
+from losses import (
+    ACLS,
+    CPC,
+    FLSD,
+    MMCE,
+    CrossEntropy,
+    EntropyPenalty,
+    FocalLoss,
+    LabelSmoothing,
+    MbLS,
+)
+
+IGNORE = 255
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# --- plain formulations, as the public code writes them -------------------------------------
+
+
+def plain_acls(logits, target, alpha=0.1, pos_lambda=1.0, neg_lambda=0.1, margin=10.0):
+    rows, target = to_rows(logits, target, IGNORE)
+    ce = F.cross_entropy(rows, target)
+    n_cls = rows.shape[1]
+    max_values = rows.max(dim=1).values.unsqueeze(1).repeat(1, n_cls)
+    indicator = (max_values.clone().detach() == rows.clone().detach()).to(rows.dtype)
+    neg_dist = max_values.clone().detach() - rows
+    pos_dist_margin = F.relu(max_values - margin)
+    neg_dist_margin = F.relu(neg_dist - margin)
+    pos = indicator * pos_dist_margin**2
+    neg = (1.0 - indicator) * neg_dist_margin**2
+    reg = pos_lambda * pos.sum(dim=1) + neg_lambda * neg.sum(dim=1) / (n_cls - 1)
+    return ce + alpha * reg.mean()
+
+
+def plain_mbls(logits, target, margin=10.0, alpha=0.1):
+    rows, target = to_rows(logits, target, IGNORE)
+    ce = F.cross_entropy(rows, target)
+    max_values = rows.max(dim=1).values.unsqueeze(1).repeat(1, rows.shape[1])
+    diff = max_values - rows
+    return ce + alpha * F.relu(diff - margin).mean()
+
+
+def loop_gammas(p_target: Tensor, gamma: float = 3.0) -> Tensor:
+    gamma_dic = {0.2: 5.0, 0.5: 3.0}
+    gammas = []
+    for i in range(p_target.shape[0]):
+        p = p_target[i].item()
+        if p >= 0.5:
+            gammas.append(gamma)
+            continue
+        for key in sorted(gamma_dic):
+            if p < key:
+                gammas.append(gamma_dic[key])
+                break
+    return torch.tensor(gammas, dtype=p_target.dtype, device=p_target.device)
+
+
+def plain_flsd(logits, target, gamma=3.0):
+    rows, target = to_rows(logits, target, IGNORE)
+    logpt = F.log_softmax(rows, dim=1).gather(1, target.unsqueeze(1)).view(-1)
+    pt = logpt.exp()
+    gammas = loop_gammas(pt.detach(), gamma)
+    return (-1 * (1 - pt) ** gammas * logpt).mean()
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def fwd_bwd(fn: LossFn, logits: Tensor, target: Tensor) -> Callable[[], None]:
+    leaf = logits.detach().clone().requires_grad_()
+
+    def step() -> None:
+        leaf.grad = None
+        fn(leaf, target).backward()
+
+    return step
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, warmup: int):
+    """Per function, the list of per-round seconds; one call each per round, rotating."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio(times: dict[str, list[float]], name: str, base: str = "CE") -> float:
+    """Median over rounds of ``time(name) / time(base)`` in the same round."""
+    return statistics.median(t / c for t, c in zip(times[name], times[base]))
+
+
+def float64_gap(ours: LossFn, plain: LossFn, logits: Tensor, target: Tensor) -> float:
+    gaps = []
+    grads = []
+    for fn in (ours, plain):
+        leaf = logits.detach().double().requires_grad_()
+        value = fn(leaf, target)
+        value.backward()
+        gaps.append(value.detach())
+        grads.append(leaf.grad)
+    return max(float((gaps[0] - gaps[1]).abs()), float((grads[0] - grads[1]).abs().max()))
+
+
+def make_input(shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    logits = 5.0 * torch.randn(shape, generator=gen)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
+    if logits.ndim > 2:
+        target[torch.rand(target.shape, generator=gen) < 0.1] = IGNORE
+    return logits, target
+
+
+def bench(shape: tuple[int, ...], rounds: int, warmup: int, slow_rounds: int) -> None:
+    logits, target = make_input(shape)
+    ours = {
+        "CrossEntropy": CrossEntropy(ignore_index=IGNORE),
+        "LabelSmoothing": LabelSmoothing(ignore_index=IGNORE),
+        "FocalLoss": FocalLoss(ignore_index=IGNORE),
+        "EntropyPenalty": EntropyPenalty(ignore_index=IGNORE),
+        "MMCE": MMCE(ignore_index=IGNORE),
+        "FLSD": FLSD(ignore_index=IGNORE),
+        "MbLS": MbLS(ignore_index=IGNORE),
+        "ACLS": ACLS(ignore_index=IGNORE),
+        "CPC": CPC(ignore_index=IGNORE),
+    }
+    plain = {"MbLS": plain_mbls, "ACLS": plain_acls, "FLSD": plain_flsd}
+    slow = {"CPC", "FLSD plain"}  # Python loop or O(K^2) pairs: fewer rounds
+
+    def ce(z: Tensor, t: Tensor) -> Tensor:
+        return F.cross_entropy(z, t, ignore_index=IGNORE)
+
+    steps = {"CE": fwd_bwd(ce, logits, target)}
+    for name, loss in ours.items():
+        steps[name] = fwd_bwd(loss, logits, target)
+        if name in ("CrossEntropy", "FLSD", "MbLS", "ACLS"):
+            loss_nv = type(loss)(ignore_index=IGNORE, validate=False)
+            steps[name + " nv"] = fwd_bwd(loss_nv, logits, target)
+    for name, fn in plain.items():
+        steps[name + " plain"] = fwd_bwd(fn, logits, target)
+    times = time_interleaved({k: v for k, v in steps.items() if k not in slow}, rounds, warmup)
+    slow_steps = {"CE": steps["CE"], **{k: v for k, v in steps.items() if k in slow}}
+    slow_times = time_interleaved(slow_steps, slow_rounds, 1)
+    for name in slow:
+        times[name] = slow_times[name]
+        times["CE " + name] = slow_times["CE"]
+
+    def of(name: str) -> float:
+        return ratio(times, name, "CE " + name if name in slow else "CE")
+
+    ce_ms = statistics.median(times["CE"]) * 1e3
+    print(f"\n{tuple(shape)}: F.cross_entropy forward+backward {ce_ms:.2f} ms")
+    print(
+        f"{'loss':<16}{'ours/CE':>9}{'nv/CE':>8}{'plain/CE':>10}{'plain/ours':>12}"
+        f"{'f64 max|diff|':>15}"
+    )
+    for name in ours:
+        nv = f"{of(name + ' nv'):.2f}" if name + " nv" in times else "-"
+        line = f"{name:<16}{of(name):>9.2f}{nv:>8}"
+        if name in plain:
+            gap = float64_gap(ours[name], plain[name], logits, target)
+            p = of(name + " plain")
+            line += f"{p:>10.2f}{p / of(name):>11.1f}x{gap:>15.1e}"
+        print(line)
+
+
+def bench_gamma(shape, rounds):
+    """The gamma rule alone: vectorized ``where`` vs the per-sample loop."""
+    logits, target = make_input(shape)
+    rows, t = to_rows(logits, target, IGNORE)
+    p = F.softmax(rows, 1).gather(1, t.unsqueeze(1)).view(-1)
+    flsd = FLSD()
+    vec = time_interleaved({"v": lambda: flsd.gammas(p)}, rounds, 2)["v"]
+    loop = time_interleaved({"l": lambda: loop_gammas(p)}, max(1, rounds // 5), 0)["l"]
+    same = torch.equal(flsd.gammas(p), loop_gammas(p))
+    v, lp = statistics.median(vec), statistics.median(loop)
+    print(
+        f"{tuple(shape)}: {p.numel()} rows, vectorized {v * 1e3:.3f} ms, loop {lp * 1e3:.1f} ms "
+        f"({lp / v:.0f}x), identical: {same}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--rounds", type=int, default=21, help="timed rounds (median)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--slow-rounds", type=int, default=3, help="rounds of the slow ones")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.rounds} interleaved rounds after {args.warmup} warm-up"
+    )
+    print("ours = default (validate=True); nv = validate=False; speed-up = plain / ours")
+    bench((128, 200), args.rounds, args.warmup, args.rounds)
+    bench((4, 21, 256, 256), args.rounds, args.warmup, args.slow_rounds)
+    print("\nFLSD gamma rule alone (vectorized vs per-sample Python loop):")
+    bench_gamma((128, 200), args.rounds)
+    bench_gamma((4, 21, 256, 256), args.rounds)
+
+
+if __name__ == "__main__":
+    main()
