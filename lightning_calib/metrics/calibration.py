@@ -301,10 +301,10 @@ class AdaptiveECE(_ExactMetric):
         self.fine_conf_sum = self.fine_conf_sum + conf_sum.to(self.fine_conf_sum.device)
 
     def _exact_rows(self, state: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        conf = dim_zero_cat(state["confidences"]).to(_F64) if state["confidences"] else None
-        if conf is None:
+        conf, correct = state["confidences"], state["correct"]  # lists, or tensors once synced
+        if isinstance(conf, list) and not conf:
             return torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=torch.bool)
-        return conf, dim_zero_cat(state["correct"]).bool()
+        return dim_zero_cat(conf).to(_F64), dim_zero_cat(correct).bool()
 
     def _bins(self, state: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(lower, upper, count, conf_sum, correct_sum)`` of the equal-mass bins."""

@@ -230,6 +230,54 @@ def _shifted_logits(zc: Tensor, zmax64: Tensor, buf: Tensor, temperature: float)
     return d
 
 
+def _top_prepare(
+    preds: Tensor, target: Tensor, ignore_index: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(z3, zmax, correct, keep)``: the ``(N, C, P)`` view, per-row max, correctness, mask.
+
+    Correctness does not depend on a temperature ``T > 0`` (the arg-max is unchanged).
+    """
+    z3, t2 = _as_3d(preds, target)
+    n, _, p = z3.shape
+    keep = valid_mask(t2.reshape(-1), ignore_index)
+    if n * p == 0:
+        return z3, z3.new_zeros((n, 1, p)), torch.zeros(0, dtype=torch.bool), keep
+    safe = _safe_target(t2, keep)
+    zmax = z3.amax(1, keepdim=True)
+    correct = (z3.gather(1, safe.unsqueeze(1)) == zmax).reshape(-1)
+    return z3, zmax, correct, keep
+
+
+def _top_confidence(z3: Tensor, zmax: Tensor, from_logits: bool, temperature: float) -> Tensor:
+    """Per-row top softmax probability of ``z / T`` in float64, flat in ``(N, P)`` order."""
+    n, c, p = z3.shape
+    if n * p == 0:
+        return torch.zeros(0, dtype=_F64, device=z3.device)
+    if not from_logits:
+        return zmax.to(_F64).reshape(-1)
+    zmax64 = zmax.to(_F64)
+    top = zmax64 if temperature == 1.0 else zmax64 / temperature
+    lo, hi = (float(v) for v in torch.aminmax(top))
+    # With every row's top (scaled) logit in [-600, 700], exp(z / T) neither overflows nor
+    # loses anything that matters (terms below e**-708 are < 1e-46 of the row's sum), so
+    # conf = exp(max z / T) / sum_k exp(z_k / T) needs no subtraction pass. Otherwise shift.
+    direct = -600.0 <= lo and hi <= 700.0
+    sums = torch.empty((n, p), dtype=_F64, device=z3.device)
+    budget = _chunk_elements(z3.device)
+    buf = torch.empty(min(budget, z3.numel()), dtype=_F64, device=z3.device)
+    for rs, ps in _chunks(n, c, p, budget):
+        zc = z3[rs, :, ps]
+        d = buf[: zc.numel()].view(zc.shape).copy_(zc)  # exact float64 copy
+        if not direct:
+            d.sub_(zmax64[rs, :, ps])
+        if temperature != 1.0:
+            d.div_(temperature)
+        torch.sum(d.exp_(), dim=1, out=sums[rs, ps])
+    if direct:
+        return top.view(n, p).exp().div_(sums).reshape(-1)
+    return sums.reciprocal_().reshape(-1)
+
+
 def _top_label(
     preds: Tensor,
     target: Tensor,
@@ -241,39 +289,8 @@ def _top_label(
 
     Rows come in ``(N, *spatial)`` order, ignored rows included (their values are garbage).
     """
-    z3, t2 = _as_3d(preds, target)
-    n, c, p = z3.shape
-    keep = valid_mask(t2.reshape(-1), ignore_index)
-    if n * p == 0:
-        empty = torch.zeros(0, dtype=_F64, device=preds.device)
-        return empty, empty.bool(), keep
-    safe = _safe_target(t2, keep)
-    zmax = z3.amax(1, keepdim=True)
-    correct = (z3.gather(1, safe.unsqueeze(1)) == zmax).reshape(-1)
-    if not from_logits:
-        return zmax.to(_F64).reshape(-1), correct, keep
-    # temperature > 0 keeps the arg-max, hence `correct`, unchanged.
-    zmax64 = zmax.to(_F64)
-    top = zmax64 if temperature == 1.0 else zmax64 / temperature
-    lo, hi = (float(v) for v in torch.aminmax(top))
-    # With every row's top (scaled) logit in [-600, 700], exp(z / T) neither overflows nor
-    # loses anything that matters (terms below e**-708 are < 1e-46 of the row's sum), so
-    # conf = exp(max z / T) / sum_k exp(z_k / T) needs no subtraction pass. Otherwise shift.
-    direct = -600.0 <= lo and hi <= 700.0
-    sums = torch.empty((n, p), dtype=_F64, device=preds.device)
-    budget = _chunk_elements(preds.device)
-    buf = torch.empty(min(budget, z3.numel()), dtype=_F64, device=preds.device)
-    for rs, ps in _chunks(n, c, p, budget):
-        zc = z3[rs, :, ps]
-        d = buf[: zc.numel()].view(zc.shape).copy_(zc)  # exact float64 copy
-        if not direct:
-            d.sub_(zmax64[rs, :, ps])
-        if temperature != 1.0:
-            d.div_(temperature)
-        torch.sum(d.exp_(), dim=1, out=sums[rs, ps])
-    if direct:
-        return top.view(n, p).exp().div_(sums).reshape(-1), correct, keep
-    return sums.reciprocal_().reshape(-1), correct, keep
+    z3, zmax, correct, keep = _top_prepare(preds, target, ignore_index)
+    return _top_confidence(z3, zmax, from_logits, temperature), correct, keep
 
 
 def confidence_and_correct(
@@ -373,7 +390,8 @@ def binned_calibration_stats(
     The sufficient statistics of ECE, MCE and the reliability diagram. Additive over batches.
     With a 1-D ``temperature`` grid of ``K`` values (post-hoc temperature scaling), the
     statistics of ``softmax(preds / T)`` for every ``T`` at once, shape ``(K, n_bins)``;
-    correctness does not depend on ``T > 0``, and the float64 work buffer is shared.
+    correctness and the per-row maxima do not depend on ``T > 0`` and are computed once; each
+    temperature costs one float64 pass over the logits, and memory stays that of one.
 
     Args:
         preds: logits ``(N, C)`` or ``(N, C, *spatial)`` (probabilities if
@@ -406,9 +424,10 @@ def binned_calibration_stats(
         _tensor_validation(preds, target, ignore_index, from_logits)
         if not from_logits and (grid or temps[0] != 1.0):
             raise ValueError("`temperature` scales logits; it needs from_logits=True.")
+    z3, zmax, correct, keep = _top_prepare(preds, target, ignore_index)
     stats = []
-    for t in temps:
-        conf, correct, keep = _top_label(preds, target, ignore_index, from_logits, t)
+    for t in temps:  # one float64 pass per temperature; max and correctness are shared
+        conf = _top_confidence(z3, zmax, from_logits, t)
         stats.append(_binned_top_label(conf, correct, keep, n_bins))
     if not grid:
         return stats[0]
