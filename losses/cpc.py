@@ -96,8 +96,9 @@ class CPC(RegularizedCE):
     ``total = ce + lambda_bdc * bdc + lambda_bec * bec``.
 
     Args:
-        lambda_bdc: :math:`\lambda_{bdc} \ge 0`; default 0.1 (the ACLS paper's comparison).
-        lambda_bec: :math:`\lambda_{bec} \ge 0`; default 1.
+        lambda_bdc: :math:`\lambda_{bdc} \ge 0`; default 0.1.
+        lambda_bec: :math:`\lambda_{bec} \ge 0`; default 1. Both defaults are the public
+            configuration the ACLS paper compares against (docs/REFERENCE.md).
         ignore_index: target value of the rows to drop.
         validate: check the inputs on every call.
 

@@ -96,7 +96,8 @@ class LabelSmoothing(RegularizedCE):
     :math:`-\log p_{ik}`, so that ``total = (1 - alpha) * ce + alpha * uniform``.
 
     Args:
-        alpha: :math:`\alpha\in[0, 1]`; default 0.05, the value of the ACLS paper's tables.
+        alpha: :math:`\alpha\in[0, 1]`; default 0.05, the value in the ACLS
+            paper's comparison (docs/REFERENCE.md).
         ignore_index: target value of the rows to drop.
         validate: check the inputs on every call.
 

@@ -30,7 +30,8 @@ class EntropyPenalty(RegularizedCE):
     ``total = ce - beta * entropy``.
 
     Args:
-        beta: :math:`\beta \ge 0`; default 0.1, the value of the ACLS paper's tables.
+        beta: :math:`\beta \ge 0`; default 0.1, the public configuration the
+            ACLS paper compares against (docs/REFERENCE.md).
         ignore_index: target value of the rows to drop.
         validate: check the inputs on every call.
 

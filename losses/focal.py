@@ -32,7 +32,8 @@ class FocalLoss(CalibrationLoss):
     Parts: none (``{}``).
 
     Args:
-        gamma: :math:`\gamma \ge 0`; default 3, the value of the ACLS paper's tables.
+        gamma: :math:`\gamma \ge 0`; default 3, the value in the ACLS paper's
+            comparison (docs/REFERENCE.md).
         ignore_index: target value of the rows to drop.
         validate: check the inputs on every call.
 
@@ -83,7 +84,8 @@ class FLSD(FocalLoss):
     Parts: none (``{}``).
 
     Args:
-        gamma: :math:`\gamma \ge 0` for the confident rows; default 3 (FLSD-53).
+        gamma: :math:`\gamma \ge 0` for the confident rows; default 3 (FLSD-53: 5 below 0.2,
+            3 above).
         schedule: ``((threshold, gamma), ...)`` with increasing thresholds in ``(0, 1]`` and
             exponents ``>= 0``; default ``((0.2, 5.0), (0.5, 3.0))`` (Mukhoti et al. 2020).
         ignore_index: target value of the rows to drop.

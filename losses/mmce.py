@@ -80,8 +80,9 @@ class MMCE(RegularizedCE):
     that ``total = ce + weight * mmce``.
 
     Args:
-        weight: :math:`\lambda \ge 0`; default 1, the value of the ACLS paper's comparison.
-        bandwidth: :math:`b \ge 10^{-3}`; default 0.4 (Kumar et al. 2018).
+        weight: :math:`\lambda \ge 0`; default 1, the public configuration the ACLS
+            paper compares against (docs/REFERENCE.md).
+        bandwidth: :math:`b \ge 10^{-3}`; default 0.4, the kernel width of Kumar et al.
         ignore_index: target value of the rows to drop.
         validate: check the inputs on every call.
 

@@ -579,3 +579,25 @@ def test_cpc_block_size_does_not_change_results(monkeypatch):
     monkeypatch.setattr(cpc, "_BLOCK_ELEMENTS", 40)
     got = value_and_grad(CPC(ignore_index=IGNORE), logits, target)
     torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [[], [(0.5, 3.0), (0.2, 5.0)], [(0.0, 5.0)], [(1.5, 5.0)], [(0.2, -1.0)], [(0.2,)]],
+)
+def test_flsd_rejects_bad_schedules(schedule):
+    with pytest.raises(ValueError, match="schedule"):
+        FLSD(schedule=schedule)
+
+
+def test_error_messages_name_argument_expected_and_actual():
+    with pytest.raises(
+        ValueError, match=r"`alpha` must be a finite number >= 0.0 and <= 1.0; got 1.5"
+    ):
+        LabelSmoothing(alpha=1.5)
+    with pytest.raises(ValueError, match=r"`margin` must be a finite number >= 0.0; got -2.0"):
+        ACLS(margin=-2.0)
+    with pytest.raises(ValueError, match=r"`bandwidth` must be a finite number >= 0.001; got 0.0"):
+        MMCE(bandwidth=0.0)
+    with pytest.raises(ValueError, match=r"`gamma` must be a finite number >= 0.0; got -1"):
+        FocalLoss(gamma=-1)
