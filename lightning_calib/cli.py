@@ -27,7 +27,7 @@ from datamodules.base import CalibrationDataModule
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import ClassificationModule
 
-__all__ = ["LastCheckpoint", "LightningCalibCLI", "expand_configs", "main"]
+__all__ = ["LastCheckpoint", "LightningCalibCLI", "console", "expand_configs", "main"]
 
 _CONFIG_FLAGS = ("--config", "-c")
 
@@ -135,19 +135,27 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
             raise
         print(f"lightning-calib: error: {err}", file=sys.stderr)
         sys.exit(2)
-    if args is None:  # LightningCLI reads sys.argv itself; hand it the expanded one
-        sys.argv = [sys.argv[0], *argv]
-    return LightningCalibCLI(
-        ClassificationModule,
-        CalibrationDataModule,
-        subclass_mode_data=True,
-        args=None if args is None else argv,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "yaml"},
-        auto_configure_optimizers=False,
-    )
+    # LightningCLI reads sys.argv itself: hand it the expanded command line, then restore it.
+    saved, sys.argv = sys.argv, [sys.argv[0] if sys.argv else "lightning-calib", *argv]
+    try:
+        return LightningCalibCLI(
+            ClassificationModule,
+            CalibrationDataModule,
+            subclass_mode_data=True,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved
+
+
+def console() -> int:
+    """The ``lightning-calib`` console script: run the CLI, exit 0 on success."""
+    main()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    console()

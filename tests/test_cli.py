@@ -53,10 +53,11 @@ def test_fast_dev_run_fit_of_digits_acls(tmp_path):
     )  # fmt: skip
     assert cli.trainer.state.finished
     logged = cli.trainer.logged_metrics
-    assert {"train/loss", "train/loss_ce", "train/loss_reg", "val/ece", "val/acc"} <= logged.keys()
+    keys = {"train/loss_step", "train/loss_ce_step", "train/loss_reg_step", "val/ece", "val/acc"}
+    assert keys <= logged.keys()
     # total = ce + alpha * reg with alpha = 0.1 from the YAML
-    total = logged["train/loss"]
-    assert torch.isclose(total, logged["train/loss_ce"] + 0.1 * logged["train/loss_reg"], rtol=1e-5)
+    total, ce, reg = (logged[f"train/loss{k}_step"] for k in ("", "_ce", "_reg"))
+    assert torch.isclose(total, ce + 0.1 * reg, rtol=1e-5)
 
 
 def test_fit_then_test_with_the_checkpoint_and_resume(tmp_path):
@@ -82,59 +83,91 @@ def test_fit_then_test_with_the_checkpoint_and_resume(tmp_path):
     assert cli.trainer.global_step == 9  # 3 epochs x 3 batches: the first 6 were restored
 
 
-def test_print_config_round_trips(tmp_path):
+def _console(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run the console entry point (``lightning-calib fit ...``) in-process."""
+    monkeypatch.setattr(sys, "argv", ["lightning-calib", "fit", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
     config = str(CONFIGS / "digits" / "mbls.yaml")
-    first = _print_config(["--config", config, "--model.loss.init_args.margin=6.0"])
+    code, first, _ = _console(
+        ["--config", config, "--model.loss.init_args.margin=6.0", "--print_config"],
+        capsys, monkeypatch,
+    )  # fmt: skip
+    assert code in (0, None)
     (tmp_path / "printed.yaml").write_text(first)
-    second = _print_config(["--config", str(tmp_path / "printed.yaml")])
+    _, second, _ = _console(
+        ["--config", str(tmp_path / "printed.yaml"), "--print_config"], capsys, monkeypatch
+    )
     assert yaml.safe_load(first) == yaml.safe_load(second)
     assert yaml.safe_load(first)["model"]["loss"]["init_args"]["margin"] == 6.0
+    assert yaml.safe_load(first)["model"]["network"]["class_path"] == "models.ResNet"
 
 
-def _print_config(args: list[str]) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "lightning_calib.cli", "fit", *args, "--print_config"],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
-    return out.stdout
+def _cli_error(args: list[str], capsys, monkeypatch) -> str:
+    code, _, err = _console(args, capsys, monkeypatch)
+    assert code == 2
+    return err
 
 
-def _cli_error(args: list[str]) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "lightning_calib.cli", "fit", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    return proc.stderr
-
-
-def test_unknown_loss_class_path_is_a_clear_error():
+def test_unknown_loss_class_path_is_a_clear_error(capsys, monkeypatch):
     err = _cli_error(
-        ["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.loss=losses.NoSuchLoss"]
-    )
+        ["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.loss=losses.NoSuchLoss"],
+        capsys, monkeypatch,
+    )  # fmt: skip
     assert "model.loss" in err and "NoSuchLoss" in err
 
 
-def test_config_key_typo_is_a_clear_error(tmp_path):
+def test_config_key_typo_is_a_clear_error(tmp_path, capsys, monkeypatch):
     cfg = compose(CONFIGS / "digits" / "ce.yaml")
     cfg["trainer"]["max_epoch"] = 3  # typo of max_epochs
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    err = _cli_error(["--config", str(path)])
+    err = _cli_error(["--config", str(path)], capsys, monkeypatch)
     assert "max_epoch" in err
+    # on the command line too: no silent prefix match to max_epochs
+    err = _cli_error(
+        ["--config", str(CONFIGS / "digits" / "ce.yaml"), "--trainer.max_epoch=3"],
+        capsys, monkeypatch,
+    )  # fmt: skip
+    assert "unrecognized arguments: --trainer.max_epoch=3" in err
 
 
-def test_missing_config_file_is_a_clear_error(tmp_path):
-    err = _cli_error(["--config", str(tmp_path / "nope.yaml")])
+def test_missing_config_file_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    err = _cli_error(["--config", str(tmp_path / "nope.yaml")], capsys, monkeypatch)
     assert "config file not found" in err and "nope.yaml" in err
+    assert "Traceback" not in err
     with pytest.raises(ConfigError, match="nope.yaml"):
         main(["--config", str(tmp_path / "nope.yaml")], run=False)
 
 
-def test_num_classes_is_linked_not_typed():
-    err = _cli_error(["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.num_classes=7"])
+def test_num_classes_is_linked_not_typed(capsys, monkeypatch):
+    err = _cli_error(
+        ["--config", str(CONFIGS / "digits" / "ce.yaml"), "--model.num_classes=7"],
+        capsys, monkeypatch,
+    )  # fmt: skip
     assert "num_classes" in err
+
+
+def test_console_script_exits_zero_after_a_run(tmp_path, monkeypatch):
+    from lightning_calib.cli import console
+
+    args = [*tiny_trainer_args(tmp_path), "--trainer.fast_dev_run=true"]
+    monkeypatch.setattr(sys, "argv", ["lightning-calib", "fit", "--config",
+                                      str(CONFIGS / "digits" / "ce.yaml"), *args])  # fmt: skip
+    assert console() == 0
+
+
+def test_console_script_runs_as_a_module():
+    out = subprocess.run(
+        [sys.executable, "-m", "lightning_calib.cli", "--help"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0 and "fit" in out.stdout and "test" in out.stdout
 
 
 def test_num_classes_mismatch_between_data_and_network():
