@@ -57,6 +57,10 @@ def seg_batch(seed, n=2, h=6, w=5, dtype=torch.float32):
 BATCHES = [seg_batch(0), seg_batch(1, n=3), seg_batch(2, n=1)]
 
 
+def _state_dtypes(metric):
+    return {k: v.dtype for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)}
+
+
 def fed(name):
     metric = FACTORIES[name]()
     for z, y in BATCHES:
@@ -148,6 +152,17 @@ def test_all_rows_ignored_gives_nan_without_warning(name):
         warnings.simplefilter("error")
         metric.update(z, torch.full_like(y, 255))
         assert math.isnan(metric.compute().item())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_is_a_no_op(name):
+    metric = fed(name)
+    value = metric.compute().item()
+    dtypes = _state_dtypes(metric)
+    z, y = BATCHES[0]
+    metric.update(z[:0], y[:0])
+    assert metric.compute().item() == value
+    assert _state_dtypes(metric) == dtypes
 
 
 @pytest.mark.parametrize("name", NAMES)

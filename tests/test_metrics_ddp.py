@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # ~20-30 s: two fresh interpreters import torch + torchmetrics
+
 SCRIPT = Path(__file__).with_name("ddp_metrics_script.py")
 METRICS = [
     "ECE",

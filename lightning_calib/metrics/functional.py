@@ -211,7 +211,8 @@ def _chunks(n: int, c: int, p: int, budget: int) -> Iterator[tuple[slice, slice]
 def _as_3d(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """View ``(N, C, *spatial)``, ``(N, *spatial)`` as ``(N, C, P)``, ``(N, P)`` (P = 1: rows)."""
     n, c = preds.shape[0], preds.shape[1]
-    return preds.reshape(n, c, -1), target.reshape(n, -1)
+    p = math.prod(preds.shape[2:])
+    return preds.reshape(n, c, p), target.reshape(n, p)
 
 
 def _safe_target(t2: Tensor, keep: Tensor | None) -> Tensor:
@@ -361,7 +362,10 @@ def bin_index(conf: Tensor, n_bins: int) -> Tensor:
 
 def _bincount(idx: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
     """``bincount`` of ``idx`` in ``[0, size]``, the extra last bin (ignored rows) dropped."""
-    return torch.bincount(idx, weights=weights, minlength=size + 1)[:size]
+    out = torch.bincount(idx, weights=weights, minlength=size + 1)[:size]
+    if weights is not None and out.dtype != weights.dtype:  # empty input: int64 zeros
+        out = out.to(weights.dtype)
+    return out
 
 
 def _binned_top_label(
