@@ -145,7 +145,7 @@ class ACLSFunction(torch.autograd.Function):
             hinge = _to_hinge(a, margin)  # -[zmax - z - M]_+
             if needs_grad:
                 _add_scaled(grad, hinge, weight, 2.0 * alpha * neg_scale)
-            reg_rows = torch.linalg.vecdot(hinge, hinge, dim=1).mul_(neg_scale)
+            reg_rows = hinge.mul_(hinge).sum(1).mul_(neg_scale)  # squared in place
         if over is not None:
             tie = torch.eq(logits, zmax, out=a)  # 1 at every entry equal to the max
             pos_rows = tie.sum(1, keepdim=True).mul_(over).squeeze(1)
