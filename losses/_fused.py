@@ -6,22 +6,26 @@ the cross-entropy and the regularizer from the same shifted logits, and builds t
 gradient of the total in the forward pass, only when a gradient is needed. The backward pass
 returns that tensor (scaled by the incoming gradient), as cheap as cross-entropy's own.
 
-Memory traffic is what costs on large inputs, so the forward uses two full-size buffers and
-about a dozen passes over them:
+On large inputs memory traffic is what costs, so the work is done block by block of rows (on
+CPU, blocks of ``2**17`` logits, which stay in the L2 cache across the dozen passes of a
+block; on accelerators, one block). Per block, with one scratch buffer ``a``:
 
 - ``a = z - (zmax - m)`` with ``m = min(M, 60)``: the logits shifted so that the hinge is
-  ``min(a, 0)`` (``m = M``) and ``exp(a) <= e^60`` cannot overflow. Softmax and
-  cross-entropy are shift-invariant, so ``e = exp(a)`` gives ``p = e / sum e`` and
-  ``ce = log sum e - a_y`` directly.
+  ``min(a, 0)`` and ``exp(a) <= e^60`` cannot overflow. Softmax and cross-entropy are
+  shift-invariant, so ``e = exp(a)`` (written straight into the gradient's block) gives
+  ``p = e / sum e`` and ``ce = log sum e - a_y``.
 - ``e`` becomes the gradient in place; ``a`` becomes the hinge in place, then the tie mask
   ``z == zmax`` (the positives), and each is folded into the gradient.
 
-Rows are weighted by ``weight`` (``1[valid] / N``, or the float ``1 / N`` when every row is
-valid); ignored rows get weight zero, so their (finite) logits reach neither the loss nor the
-gradient. The functions are once-differentiable (no double backward).
+Per-row terms go to two ``(N, 1, *S)`` buffers, weighted once at the end by ``weight``
+(``1[valid] / N``, or the float ``1 / N`` when every row is valid); ignored rows get weight
+zero, so their (finite) logits reach neither the loss nor the gradient. The functions are
+once-differentiable (no double backward).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -31,26 +35,86 @@ __all__ = ["ACLSFunction", "MbLSFunction"]
 
 # Largest shift folded into the exponent: exp(60) * K stays far below float32's max.
 _MAX_SHIFT = 60.0
-# From this many logits on, skip the tie/violation passes when no row needs them (one host
-# synchronisation, far cheaper than the passes it saves); below it, run them unconditionally.
+# Logits per block on CPU: the block, its scratch and its gradient fit in a 2 MiB L2 cache.
+_CPU_BLOCK = 1 << 17
+# From this many logits in a block on, skip the tie/violation passes when no row of the block
+# needs them (one host synchronisation); below it, run them unconditionally.
 _SKIP_CHECK_FROM = 1 << 16
 
 
-def _prologue(
-    logits: Tensor, target: Tensor, margin: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Run the shared first passes.
+def _blocks(n: int, n_cls: int, r: int, budget: int | None) -> Iterator[tuple[slice, slice]]:
+    """Split a ``(n, n_cls, r)`` view into blocks of about ``budget`` elements."""
+    if budget is None or n * n_cls * r <= budget:
+        yield slice(0, n), slice(0, r)
+        return
+    if n_cls * r >= budget:  # one row-group at a time, cut along the spatial dim
+        step = max(1, budget // n_cls)
+        for i in range(n):
+            for j in range(0, r, step):
+                yield slice(i, i + 1), slice(j, j + step)
+    else:  # whole rows, several at a time
+        step = max(1, budget // (n_cls * r))
+        for i in range(0, n, step):
+            yield slice(i, i + step), slice(0, r)
 
-    Returns ``zmax``, ``a = z - zmax + min(M, 60)``, ``e = exp(a)``, ``s = sum_k e`` and the
-    per-row cross-entropy ``log s - a_y``; per-row values keep a size-1 class dim.
+
+Kernel = Callable[[Tensor, Tensor, "Tensor | float", "Tensor | None", Tensor, Tensor, Tensor], None]
+
+
+def _run_blocks(
+    kernel: Kernel, logits: Tensor, target: Tensor, weight: Tensor | float, needs_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Apply ``kernel`` block by block; return its two weighted per-row sums and the gradient.
+
+    The gradient is ``None`` unless ``needs_grad``.
+    ``kernel(z, y, w, grad, scratch, ce_rows, reg_rows)`` gets one block of the logits
+    ``(b, K, r)``, of the target and weights ``(b, 1, r)``, of the gradient (or ``None``), a
+    scratch buffer of the block's shape, and the blocks of the two per-row outputs
+    ``(b, 1, r)`` to fill.
     """
-    shift = min(margin, _MAX_SHIFT)
-    zmax = logits.amax(1, keepdim=True)
-    a = logits - (zmax - shift)
-    e = a.exp()
+    n, n_cls = logits.shape[:2]
+    z = logits.reshape(n, n_cls, -1)
+    r = z.shape[2]
+    y = target.reshape(n, 1, r)
+    w = weight.reshape(n, 1, r) if isinstance(weight, Tensor) else weight
+    grad = torch.empty_like(z) if needs_grad else None
+    ce_rows = z.new_empty(n, 1, r)
+    reg_rows = z.new_empty(n, 1, r)
+    budget = _CPU_BLOCK if z.device.type == "cpu" else None
+    blocks = list(_blocks(n, n_cls, r, budget))
+    if len(blocks) == 1:  # no slicing: small inputs pay no per-block indexing
+        kernel(z, y, w, grad, torch.empty_like(z), ce_rows, reg_rows)
+    elif blocks:
+        rows, cols = blocks[0]
+        scratch = z.new_empty(len(range(n)[rows]), n_cls, len(range(r)[cols]))
+        for rows, cols in blocks:
+            zb = z[rows, :, cols]
+            kernel(
+                zb,
+                y[rows, :, cols],
+                w[rows, :, cols] if isinstance(w, Tensor) else w,
+                grad[rows, :, cols] if grad is not None else None,
+                scratch[: zb.shape[0], :, : zb.shape[2]],
+                ce_rows[rows, :, cols],
+                reg_rows[rows, :, cols],
+            )
+    ce, reg = _weighted_sum(ce_rows, weight), _weighted_sum(reg_rows, weight)
+    return ce, reg, grad.reshape(logits.shape) if grad is not None else None
+
+
+def _shift(z: Tensor, y: Tensor, margin: float, e_out: Tensor | None, a: Tensor, ce_out: Tensor):
+    """Shared first passes on a block: returns ``zmax``, ``zmax - min(M, 60)``, ``e``, ``s``.
+
+    Fills ``a = z - zmax + min(M, 60)``, ``e = exp(a)`` (into ``e_out`` when given) and the
+    per-row cross-entropy ``ce_out = log sum e - a_y``.
+    """
+    zmax = z.amax(1, keepdim=True)
+    low = zmax - min(margin, _MAX_SHIFT)
+    torch.sub(z, low, out=a)
+    e = torch.exp(a, out=e_out) if e_out is not None else torch.exp(a)
     s = e.sum(1, keepdim=True)
-    ce_rows = s.log().sub_(a.gather(1, target))
-    return zmax, a, e, s, ce_rows
+    torch.sub(s.log(), a.gather(1, y), out=ce_out)
+    return zmax, low, e, s
 
 
 def _to_hinge(a: Tensor, margin: float) -> Tensor:
@@ -64,7 +128,7 @@ def _to_hinge(a: Tensor, margin: float) -> Tensor:
 def _ce_gradient(e: Tensor, s: Tensor, target: Tensor, w: Tensor | float) -> Tensor:
     """``w * (e / s - onehot(target))``, computed in place in ``e``."""
     if isinstance(w, Tensor):
-        return e.mul_(w / s).scatter_add_(1, target, -w)
+        return e.mul_(w / s).scatter_add_(1, target, -w.expand_as(target))
     return e.mul_(s.reciprocal_().mul_(w)).scatter_(1, target, -w, reduce="add")
 
 
@@ -97,9 +161,9 @@ def _scaled(grad: Tensor, grad_total: Tensor | None) -> Tensor | None:
     return grad * grad_total
 
 
-def _any(flags: Tensor, logits: Tensor) -> bool:
-    """Whether ``flags`` has a true entry; assumed true on small inputs (no sync)."""
-    return logits.numel() < _SKIP_CHECK_FROM or bool(flags.any())
+def _any(flags: Tensor, block: Tensor) -> bool:
+    """Whether ``flags`` has a nonzero entry; assumed true for small blocks (no sync)."""
+    return block.numel() < _SKIP_CHECK_FROM or bool(flags.any())
 
 
 class ACLSFunction(torch.autograd.Function):
@@ -130,38 +194,34 @@ class ACLSFunction(torch.autograd.Function):
         neg_lambda: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
         n_cls = logits.shape[1]
-        zmax, a, e, s, ce_rows = _prologue(logits, target, margin)
         neg_scale = neg_lambda / (n_cls - 1) if n_cls > 1 else 0.0
-        over = None
-        if pos_lambda != 0.0:
-            over = (zmax - margin).clamp_(min=0.0)  # [zmax - M]_+
-            if not _any(over, logits):
-                over = None
-        needs_grad = ctx.needs_input_grad[0]
-        grad = _ce_gradient(e, s, target, weight) if needs_grad else None
 
-        reg_rows = None  # (N, *S)
-        if neg_scale != 0.0:
-            hinge = _to_hinge(a, margin)  # -[zmax - z - M]_+
-            if needs_grad:
-                _add_scaled(grad, hinge, weight, 2.0 * alpha * neg_scale)
-            reg_rows = hinge.mul_(hinge).sum(1).mul_(neg_scale)  # squared in place
-        if over is not None:
-            tie = torch.eq(logits, zmax, out=a)  # 1 at every entry equal to the max
-            pos_rows = tie.sum(1, keepdim=True).mul_(over).squeeze(1)
-            over_rows = over.squeeze(1)
-            if reg_rows is None:
-                reg_rows = pos_rows.mul_(over_rows).mul_(pos_lambda)
+        def kernel(z, y, w, grad, a, ce_out, reg_out) -> None:
+            zmax, low, e, s = _shift(z, y, margin, grad, a, ce_out)
+            if grad is not None:
+                _ce_gradient(e, s, y, w)
+            if neg_scale != 0.0:
+                hinge = _to_hinge(a, margin)  # -[zmax - z - M]_+
+                if grad is not None:
+                    _add_scaled(grad, hinge, w, 2.0 * alpha * neg_scale)
+                torch.sum(hinge.mul_(hinge), 1, keepdim=True, out=reg_out).mul_(neg_scale)
             else:
-                reg_rows.addcmul_(pos_rows, over_rows, value=pos_lambda)
-            if needs_grad:
-                if isinstance(weight, Tensor):
-                    grad.addcmul_(tie, over.mul_(weight), value=2.0 * alpha * pos_lambda)
+                reg_out.zero_()
+            if pos_lambda == 0.0:
+                return
+            over = (low if margin <= _MAX_SHIFT else zmax - margin).clamp_(min=0.0)
+            if not _any(over, z):
+                return
+            tie = torch.eq(z, zmax, out=a)  # 1 at every entry equal to the max
+            reg_out.addcmul_(tie.sum(1, keepdim=True).mul_(over), over, value=pos_lambda)
+            if grad is not None:
+                if isinstance(w, Tensor):
+                    grad.addcmul_(tie, over.mul_(w), value=2.0 * alpha * pos_lambda)
                 else:
-                    grad.addcmul_(tie, over, value=2.0 * alpha * pos_lambda * weight)
+                    grad.addcmul_(tie, over, value=2.0 * alpha * pos_lambda * w)
 
-        ce = _weighted_sum(ce_rows, weight)
-        reg = _weighted_sum(reg_rows, weight) if reg_rows is not None else ce.new_zeros(())
+        needs_grad = ctx.needs_input_grad[0]
+        ce, reg, grad = _run_blocks(kernel, logits, target, weight, needs_grad)
         total = torch.add(ce, reg, alpha=alpha)
         if needs_grad:
             ctx.save_for_backward(grad)
@@ -199,25 +259,28 @@ class MbLSFunction(torch.autograd.Function):
         margin: float,
         alpha: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        n_cls = logits.shape[1]
-        zmax, a, e, s, ce_rows = _prologue(logits, target, margin)
-        needs_grad = ctx.needs_input_grad[0]
-        grad = _ce_gradient(e, s, target, weight) if needs_grad else None
-        hinge = _to_hinge(a, margin)  # -[zmax - z - M]_+
-        hinge_rows = hinge.sum(1, keepdim=True)  # minus the row's total hinge
-        ce = _weighted_sum(ce_rows, weight)
-        reg = _weighted_sum(hinge_rows, weight).div_(-n_cls)
-        total = torch.add(ce, reg, alpha=alpha)
+        coef = alpha / logits.shape[1]
 
+        def kernel(z, y, w, grad, a, ce_out, reg_out) -> None:
+            zmax, _, e, s = _shift(z, y, margin, grad, a, ce_out)
+            if grad is not None:
+                _ce_gradient(e, s, y, w)
+            hinge = _to_hinge(a, margin)  # -[zmax - z - M]_+
+            torch.sum(hinge, 1, keepdim=True, out=reg_out)  # minus the row's total hinge
+            if grad is None or coef == 0.0 or not _any(reg_out, z):
+                return
+            violated = hinge.sign_()  # -1 where the hinge is active, 0 elsewhere
+            count = violated.sum(1, keepdim=True)  # minus the number of violations
+            _add_scaled(grad, violated, w, coef)
+            tie = torch.eq(z, zmax, out=a)  # 1 at every entry equal to the max
+            share = count.div_(tie.sum(1, keepdim=True)).mul_(w)
+            grad.addcmul_(tie, share, value=-coef)
+
+        needs_grad = ctx.needs_input_grad[0]
+        ce, neg_hinge, grad = _run_blocks(kernel, logits, target, weight, needs_grad)
+        reg = neg_hinge.div_(-logits.shape[1])
+        total = torch.add(ce, reg, alpha=alpha)
         if needs_grad:
-            if alpha != 0.0 and _any(hinge_rows, logits):
-                coef = alpha / n_cls
-                violated = hinge.sign_()  # -1 where the hinge is active, 0 elsewhere
-                count = violated.sum(1, keepdim=True)  # minus the number of violations
-                _add_scaled(grad, violated, weight, coef)
-                tie = torch.eq(logits, zmax, out=a)  # 1 at every entry equal to the max
-                share = count.div_(tie.sum(1, keepdim=True)).mul_(weight)
-                grad.addcmul_(tie, share, value=-coef)
             ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(ce, reg)
         ctx.set_materialize_grads(False)

@@ -398,20 +398,38 @@ def test_margin_above_the_folded_shift():
         torch.testing.assert_close(ours, theirs, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("block", [None, 7, 60, 100])  # block sizes in logits
 @pytest.mark.parametrize("margin", [2.0, 1e6])  # violations, and none at all
-def test_fused_large_input_path(monkeypatch, margin):
-    """The host-synchronised 'is any row active?' path (large inputs) gives the same results."""
+@pytest.mark.parametrize("shape", [(23, 6), (3, 6, 5, 7)], ids=["cls", "seg"])
+def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block):
+    """Cache blocks (rows, or spatial slices with a ragged last one) and the host-synchronised
+    'is any row of the block active?' checks change nothing."""
     import losses._fused as fused
 
-    logits, target = make_input(SHAPES["seg"], scale=6.0, seed=7)
-    expected = {
-        cls: value_and_grad(cls(margin=margin, ignore_index=IGNORE), logits, target)
-        for cls in (ACLS, MbLS)
-    }
+    logits, target = make_input(shape, scale=6.0, seed=7)
+    losses = [ACLS(margin=margin, ignore_index=IGNORE), MbLS(margin=margin, ignore_index=IGNORE)]
+    expected = [value_and_grad(loss, logits, target) for loss in losses]
+    with torch.no_grad():
+        expected_eval = [loss(logits, target) for loss in losses]
     monkeypatch.setattr(fused, "_SKIP_CHECK_FROM", 0)
-    for cls, (value, grad) in expected.items():
-        got = value_and_grad(cls(margin=margin, ignore_index=IGNORE), logits, target)
-        torch.testing.assert_close(got, (value, grad), rtol=0, atol=0)
+    if block is not None:
+        monkeypatch.setattr(fused, "_CPU_BLOCK", block)
+    for loss, (value, grad), value_eval in zip(losses, expected, expected_eval):
+        got_value, got_grad = value_and_grad(loss, logits, target)
+        torch.testing.assert_close(got_value, value, rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(got_grad, grad, rtol=1e-13, atol=1e-16)
+        with torch.no_grad():
+            torch.testing.assert_close(loss(logits, target), value_eval, rtol=1e-14, atol=1e-15)
+
+
+def test_blocks_cover_every_logit_once():
+    import losses._fused as fused
+
+    for n, k, r, budget in [(5, 3, 1, 7), (2, 4, 10, 12), (3, 5, 7, 100), (4, 2, 3, 1000)]:
+        seen = torch.zeros(n, k, r, dtype=torch.long)
+        for rows, cols in fused._blocks(n, k, r, budget):
+            seen[rows, :, cols] += 1
+        assert (seen == 1).all()
 
 
 def test_backward_scaling_and_retained_graph():
