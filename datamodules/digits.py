@@ -2,7 +2,7 @@
 
 ``sklearn.datasets.load_digits`` ships 1,797 real 8x8 grey images of the digits 0-9 inside the
 package, so this datamodule needs no download and no data folder. Images are scaled to
-``[0, 1]``, upsampled (bilinear) to ``image_size`` and repeated to 3 channels so the CIFAR
+``[0, 1]``, upsampled (bilinear) to ``image_size`` (16 by default) and repeated to 3 channels so the CIFAR
 networks serve unchanged.
 """
 
@@ -60,14 +60,16 @@ class DigitsDataModule(CalibrationDataModule):
         val_split: fraction of all images in the validation split.
         test_split: fraction of all images in the test split.
         split_seed: seed of the stratified split.
-        image_size: side of the upsampled square image.
+        image_size: side of the upsampled square image (16 keeps a CPU epoch under half a
+            second; the CIFAR networks take any size divisible by 4).
         shift: random translation (pixels) applied to training images; 0 disables it.
     """
 
     num_classes: ClassVar[int] = 10
-    # Per-channel statistics of the upsampled images in [0, 1] (all 1,797 images).
+    # Per-channel statistics of the images upsampled to 16x16, in [0, 1] (all 1,797 images;
+    # at 32x32 the std is 0.3236).
     mean: ClassVar[tuple[float, ...]] = (0.3053, 0.3053, 0.3053)
-    std: ClassVar[tuple[float, ...]] = (0.3236, 0.3236, 0.3236)
+    std: ClassVar[tuple[float, ...]] = (0.3189, 0.3189, 0.3189)
 
     def __init__(
         self,
@@ -77,7 +79,7 @@ class DigitsDataModule(CalibrationDataModule):
         val_split: float = 0.2,
         test_split: float = 0.3,
         split_seed: int = 0,
-        image_size: int = 32,
+        image_size: int = 16,
         shift: int = 2,
     ) -> None:
         super().__init__(

@@ -30,10 +30,12 @@ def test_images_are_normalized_cifar_like():
     dm = DigitsDataModule()
     dm.setup()
     x, y = dm.val_set[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
     all_x, _ = dm.images()
     assert abs(float(all_x.mean())) < 1e-3
     assert abs(float(all_x.std()) - 1.0) < 1e-3
+    big = DigitsDataModule(image_size=32).images()[0]
+    assert big.shape == (1797, 3, 32, 32) and abs(float(big.mean())) < 1e-3
 
 
 def test_val_and_test_are_augmentation_free_train_is_not():

@@ -103,7 +103,7 @@ def test_cli_checkpoint_loads_outside_the_cli(tmp_path):
     model = ClassificationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert type(model.loss).__name__ == "MbLS"
     assert model.network.fc.out_features == 10
-    x = torch.zeros(2, 3, 32, 32)
+    x = torch.zeros(2, 3, 16, 16)
     assert model.eval()(x).shape == (2, 10)
 
 
@@ -120,7 +120,7 @@ def test_module_checkpoint_from_python_needs_the_modules_again(tmp_path):
 
 
 def test_wrong_network_output_is_a_clear_error(tmp_path):
-    model = ClassificationModule(network=nn.Sequential(nn.Flatten(), nn.Linear(3072, 7)),
+    model = ClassificationModule(network=nn.Sequential(nn.Flatten(), nn.Linear(768, 7)),
                                  num_classes=10)  # fmt: skip
     with pytest.raises(ValueError, match=r"expected \(batch, 10, \.\.\.\) for num_classes=10"):
         trainer(tmp_path).fit(model, DigitsDataModule(batch_size=16))
