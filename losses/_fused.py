@@ -7,8 +7,8 @@ gradient of the total in the forward pass, only when a gradient is needed. The b
 returns that tensor (scaled by the incoming gradient), as cheap as cross-entropy's own.
 
 On large inputs memory traffic is what costs, so the work is done block by block of rows (on
-CPU, blocks of ``2**17`` logits, which stay in the L2 cache across the dozen passes of a
-block; on accelerators, one block). Per block, with one scratch buffer ``a``:
+CPU, blocks of ``2**17`` logits per thread, which stay in the L2 cache across the dozen
+passes of a block; on accelerators, one block). Per block, with one scratch buffer ``a``:
 
 - ``a = z - (zmax - m)`` with ``m = min(M, 60)``: the logits shifted so that the hinge is
   ``min(a, 0)`` and ``exp(a) <= e^60`` cannot overflow. Softmax and cross-entropy are
@@ -35,7 +35,8 @@ __all__ = ["ACLSFunction", "MbLSFunction"]
 
 # Largest shift folded into the exponent: exp(60) * K stays far below float32's max.
 _MAX_SHIFT = 60.0
-# Logits per block on CPU: the block, its scratch and its gradient fit in a 2 MiB L2 cache.
+# Logits per block and per thread on CPU: a thread's share of the block, of its scratch and of
+# its gradient fit in a 2 MiB L2 cache.
 _CPU_BLOCK = 1 << 17
 # From this many logits in a block on, skip the tie/violation passes when no row of the block
 # needs them (one host synchronisation); below it, run them unconditionally.
@@ -80,7 +81,8 @@ def _run_blocks(
     grad = torch.empty_like(z) if needs_grad else None
     ce_rows = z.new_empty(n, 1, r)
     reg_rows = z.new_empty(n, 1, r)
-    budget = _CPU_BLOCK if z.device.type == "cpu" else None
+    # Each intra-op thread works on its own share of a block, in its own core's cache.
+    budget = _CPU_BLOCK * torch.get_num_threads() if z.device.type == "cpu" else None
     blocks = list(_blocks(n, n_cls, r, budget))
     if len(blocks) == 1:  # no slicing: small inputs pay no per-block indexing
         kernel(z, y, w, grad, torch.empty_like(z), ce_rows, reg_rows)

@@ -257,3 +257,16 @@ def test_lightning_fallback_protocol(cls):
         parts_fn = getattr(loss, "forward_with_parts", None)
         total, parts = parts_fn(logits, target) if parts_fn else (loss(logits, target), {})
         assert total.shape == () and isinstance(parts, dict)
+
+
+@pytest.mark.parametrize("n_cls", [1, 2, 3])
+@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
+def test_few_classes(cls, n_cls):
+    logits, target = make_input((2, n_cls, 3, 2), scale=4.0, seed=2)
+    leaf = logits.clone().requires_grad_()
+    total, parts = cls(ignore_index=IGNORE).forward_with_parts(leaf, target)
+    total.backward()
+    assert math.isfinite(total.item()) and all(math.isfinite(p.item()) for p in parts.values())
+    assert torch.isfinite(leaf.grad).all()
+    if n_cls == 1:  # a single class: certain and right, nothing to penalize
+        assert total.item() == pytest.approx(0.0, abs=1e-6)
