@@ -15,13 +15,14 @@ of VOC 2012 val (1,449 images of about 500 x 375). ``--scale 0.02`` shrinks the 
 batches. Afterwards, the update time of ``ours`` relative to softmax + max on one batch,
 interleaved, best of many repetitions.
 
-    python benchmarks/metrics.py [--scale 0.02] [--contenders ours,softmax+max,reference]
+    python benchmarks/metrics.py [--scale 0.02] [--threads 1] [--contenders ours,reference]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -75,9 +76,12 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def worker(name: str, scale: float) -> dict:
+def worker(name: str, scale: float, threads: int | None) -> dict:
     import numpy as np
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     data = Batches()
     data.fill(0)
@@ -147,9 +151,12 @@ def _contender(name: str, np, torch) -> tuple:
     raise ValueError(f"unknown contender {name!r}")
 
 
-def per_batch_ratio(reps: int = 30) -> dict:
+def per_batch_ratio(threads: int | None, reps: int = 30) -> dict:
     """Best-of-``reps`` update time of ours vs softmax + max on one batch, interleaved."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from lightning_calib.metrics import ECE
 
@@ -178,15 +185,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of VOC val pixels")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's). On a machine shared with other jobs, "
+        "1 gives stable numbers: with several threads every parallel op waits at a barrier "
+        "for a thread that another process has preempted, which penalizes many small ops.",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.scale)))
+        print(json.dumps(worker(args.worker, args.scale, args.threads)))
         return
 
+    load_before = os.getloadavg()[0]
     rows = []
     for name in args.contenders.split(","):
         cmd = [sys.executable, __file__, "--worker", name, "--scale", str(args.scale)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"  done: {name}", file=sys.stderr, flush=True)
@@ -195,7 +213,8 @@ def main() -> None:
     print(
         f"pixel-wise ECE, {first['batches']} batches of {BATCH}x{CLASSES}x{SIZE}x{SIZE} = "
         f"{first['pixels'] / 1e6:.1f}M pixels ({first['valid'] / 1e6:.1f}M valid), "
-        f"scale {args.scale:g} of VOC val, {first['threads']} torch threads"
+        f"scale {args.scale:g} of VOC val, {first['threads']} torch threads, "
+        f"1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     header = (
         f"{'contender':<14}{'update s':>10}{'compute s':>11}{'Mpix/s':>9}{'peak extra RSS':>16}"
@@ -220,9 +239,12 @@ def main() -> None:
         ratio = by["ours"]["update_s"] / by["softmax+max"]["update_s"]
         print(f"over the run: ours' update takes {ratio:.2f}x the time of softmax+max")
 
-    ratio = per_batch_ratio()
+    ratio = per_batch_ratio(args.threads)
     base = ratio["softmax+max"][0]
-    print(f"one {BATCH}x{CLASSES}x{SIZE}x{SIZE} batch, best (median) of 30, interleaved:")
+    print(
+        f"one {BATCH}x{CLASSES}x{SIZE}x{SIZE} batch, {ratio['threads']} torch threads, "
+        "best (median) of 30, interleaved:"
+    )
     for k, v in ratio.items():
         if k != "threads":
             print(f"  {k:<28}{v[0] * 1e3:7.1f} ms ({v[1] * 1e3:5.1f})  {v[0] / base:5.2f}x")

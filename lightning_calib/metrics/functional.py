@@ -32,7 +32,7 @@ Conventions shared by every function here (see ``docs/REFERENCE.md``, "Calibrati
 * Accumulators are float64 (confidence sums) and int64 (counts): no saturation at 2**24 rows.
 
 Dense inputs are reduced over the class dimension in their own ``(N, C, *spatial)`` layout,
-in chunks of at most ``2**16`` elements on CPU: moving the class dimension last first
+in chunks of about ``2**20`` elements on CPU: moving the class dimension last first
 (:func:`lightning_calib.rows.flatten`) would copy every logit, and on CPU large fresh float64
 buffers cost more in page faults than the arithmetic. The per-pixel results are then flattened
 in ``(N, *spatial)`` order, the order :func:`lightning_calib.rows.flatten` gives the rows, and
@@ -187,12 +187,11 @@ def _temperature_list(temperature: float | Sequence[float] | Tensor) -> tuple[li
 
 
 def _chunk_elements(device: torch.device) -> int:
-    # CPU: a float64 work buffer of 1 MiB per thread stays in cache and is recycled by malloc
-    # (fresh multi-MB buffers page-fault on every batch, which costs more than the arithmetic).
-    # GPU: the caching allocator has no such cost and launches dominate, so take big chunks.
-    if device.type == "cpu":
-        return min(1 << 20, (1 << 17) * max(1, torch.get_num_threads()))
-    return 1 << 24
+    # CPU: an 8 MiB float64 work buffer. Under glibc's 32 MiB dynamic mmap threshold, malloc
+    # recycles it from batch to batch, while fresh larger buffers page-fault on every batch
+    # (which costs more than the arithmetic); and few chunks mean few parallel regions, which
+    # matters when other processes hold cores. GPU: no such costs, take big chunks.
+    return 1 << 20 if device.type == "cpu" else 1 << 24
 
 
 def _chunks(n: int, c: int, p: int, budget: int) -> Iterator[tuple[slice, slice]]:
