@@ -77,8 +77,9 @@ class FLSD(FocalLoss):
         \end{cases}
 
     over the :math:`N` valid rows; :math:`p_i=\mathrm{softmax}(z_i)`, :math:`y_i` the target.
-    :math:`\gamma_i` is chosen from the detached :math:`p_{i,y_i}` by vectorized ``where``
-    (the public code loops over the samples in Python, one ``.item()`` each). The thresholds
+    :math:`\gamma_i` is chosen from the detached :math:`p_{i,y_i}` by one vectorized
+    :func:`torch.bucketize` (the public code loops over the samples in Python, one ``.item()``
+    each). The thresholds
     and their exponents are ``schedule``; rows at or above the last threshold use ``gamma``.
 
     Parts: none (``{}``).
@@ -128,17 +129,23 @@ class FLSD(FocalLoss):
         if any(b <= a for a, b in pairwise(thresholds)):
             raise ValueError(f"`schedule` thresholds must increase; got {thresholds}.")
         self.schedule = tuple(zip(thresholds, gammas))
+        self._tables: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def gammas(self, p_target: Tensor) -> Tensor:
         """The exponent of each row given its target probability ``p_target`` (any shape).
 
-        One ``where`` per threshold, last to first, with Python-scalar thresholds: compared in
-        ``p_target``'s own dtype, so ``p == threshold`` falls in the upper bucket exactly.
+        One :func:`torch.bucketize` against the thresholds, held in ``p_target``'s dtype (so
+        ``p == threshold`` falls in the upper bucket exactly, as the scalar comparison of the
+        public code) and cached per dtype and device.
         """
-        gammas = torch.full_like(p_target, self.gamma)
-        for threshold, gamma in reversed(self.schedule):
-            gammas = torch.where(p_target < threshold, gamma, gammas)
-        return gammas
+        key = (p_target.dtype, p_target.device)
+        if key not in self._tables:
+            options = {"dtype": p_target.dtype, "device": p_target.device}
+            thresholds = torch.tensor([t for t, _ in self.schedule], **options)
+            values = torch.tensor([g for _, g in self.schedule] + [self.gamma], **options)
+            self._tables[key] = (thresholds, values)
+        thresholds, values = self._tables[key]
+        return values.take(torch.bucketize(p_target, thresholds, right=True))
 
     def _exponent(self, p_target: Tensor) -> Tensor:
         return self.gammas(p_target)
