@@ -222,6 +222,17 @@ def test_low_and_high_precision_inputs(name, dtype):
     assert metric.compute().item() == pytest.approx(reference.compute().item(), abs=1e-14)
 
 
+@pytest.mark.filterwarnings("error")
+def test_functional_api_accepts_tensors_that_require_grad():
+    z, y = seg_batch(9)
+    z = z.requires_grad_()
+    assert F.expected_calibration_error(z, y, 15, 255).isfinite()
+    assert F.classwise_calibration_error(z, y, C, 15, 255).isfinite()
+    assert F.negative_log_likelihood(z, y, 255).isfinite()
+    assert F.brier_score(z, y, 255).isfinite()
+    assert z.grad is None
+
+
 def test_uint8_targets():
     z, y = seg_batch(4)
     a, b = ECE(ignore_index=255), ECE(ignore_index=255)

@@ -16,6 +16,10 @@ there is no calibration error of an empty set.
 
 Correctness of a row is :math:`z_{y} = \max_k z_k`: a target tied with the top score counts
 as correct. Confidences are float64; bins and counts are float64 / int64.
+
+Methods that read the reduced states besides ``compute`` (``plot``, ``reliability``,
+``error_bound``, ``compute_per_class``) gather them across processes as ``compute`` does:
+under DDP, call them on every process.
 """
 
 from __future__ import annotations

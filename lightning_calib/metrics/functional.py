@@ -147,11 +147,11 @@ def _tensor_validation(
         )
     if preds.numel() == 0:
         return
-    lo, hi = torch.aminmax(preds)  # one pass; NaN propagates to both
+    lo, hi = torch.aminmax(preds.detach())  # one pass; NaN propagates to both
     lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        n_nan = int(torch.isnan(preds).sum())
-        n_inf = int(torch.isinf(preds).sum())
+        n_nan = int(torch.isnan(preds.detach()).sum())
+        n_inf = int(torch.isinf(preds.detach()).sum())
         raise ValueError(
             f"`preds` must be finite; expected 0 non-finite values, got {n_nan} NaN and "
             f"{n_inf} infinite out of {preds.numel()}."
@@ -211,7 +211,7 @@ def _as_3d(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """View ``(N, C, *spatial)``, ``(N, *spatial)`` as ``(N, C, P)``, ``(N, P)`` (P = 1: rows)."""
     n, c = preds.shape[0], preds.shape[1]
     p = math.prod(preds.shape[2:])
-    return preds.reshape(n, c, p), target.reshape(n, p)
+    return preds.detach().reshape(n, c, p), target.reshape(n, p)
 
 
 def _safe_target(t2: Tensor, keep: Tensor | None) -> Tensor:
