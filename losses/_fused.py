@@ -67,11 +67,10 @@ def _run_blocks(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Apply ``kernel`` block by block; return its two weighted per-row sums and the gradient.
 
-    The gradient is ``None`` unless ``needs_grad``.
     ``kernel(z, y, w, grad, scratch, ce_rows, reg_rows)`` gets one block of the logits
     ``(b, K, r)``, of the target and weights ``(b, 1, r)``, of the gradient (or ``None``), a
     scratch buffer of the block's shape, and the blocks of the two per-row outputs
-    ``(b, 1, r)`` to fill.
+    ``(b, 1, r)`` to fill. The gradient is ``None`` unless ``needs_grad``.
     """
     n, n_cls = logits.shape[:2]
     z = logits.reshape(n, n_cls, -1)
@@ -79,29 +78,32 @@ def _run_blocks(
     y = target.reshape(n, 1, r)
     w = weight.reshape(n, 1, r) if isinstance(weight, Tensor) else weight
     grad = torch.empty_like(z) if needs_grad else None
-    ce_rows = z.new_empty(n, 1, r)
-    reg_rows = z.new_empty(n, 1, r)
+    per_row = z.new_empty(2, n, 1, r)  # the kernel's two per-row outputs, side by side
     # Each intra-op thread works on its own share of a block, in its own core's cache.
     budget = _CPU_BLOCK * torch.get_num_threads() if z.device.type == "cpu" else None
-    blocks = list(_blocks(n, n_cls, r, budget))
-    if len(blocks) == 1:  # no slicing: small inputs pay no per-block indexing
-        kernel(z, y, w, grad, torch.empty_like(z), ce_rows, reg_rows)
-    elif blocks:
-        rows, cols = blocks[0]
-        scratch = z.new_empty(len(range(n)[rows]), n_cls, len(range(r)[cols]))
-        for rows, cols in blocks:
+    if budget is None or z.numel() <= budget:  # one block: no slicing at all
+        kernel(z, y, w, grad, torch.empty_like(z), per_row[0], per_row[1])
+    else:
+        scratch = None
+        for rows, cols in _blocks(n, n_cls, r, budget):
             zb = z[rows, :, cols]
+            if scratch is None:
+                scratch = torch.empty_like(zb, memory_format=torch.contiguous_format)
             kernel(
                 zb,
                 y[rows, :, cols],
                 w[rows, :, cols] if isinstance(w, Tensor) else w,
                 grad[rows, :, cols] if grad is not None else None,
                 scratch[: zb.shape[0], :, : zb.shape[2]],
-                ce_rows[rows, :, cols],
-                reg_rows[rows, :, cols],
+                per_row[0, rows, :, cols],
+                per_row[1, rows, :, cols],
             )
-    ce, reg = _weighted_sum(ce_rows, weight), _weighted_sum(reg_rows, weight)
-    return ce, reg, grad.reshape(logits.shape) if grad is not None else None
+    flat = per_row.view(2, -1)
+    if isinstance(weight, Tensor):
+        sums = torch.mv(flat, weight.reshape(-1))
+    else:
+        sums = flat.sum(1).mul_(weight)
+    return sums[0], sums[1], grad.reshape(logits.shape) if grad is not None else None
 
 
 def _shift(z: Tensor, y: Tensor, margin: float, e_out: Tensor | None, a: Tensor, ce_out: Tensor):
@@ -140,13 +142,6 @@ def _add_scaled(grad: Tensor, x: Tensor, w: Tensor | float, coef: float) -> None
         grad.addcmul_(x, w, value=coef)
     else:
         grad.add_(x, alpha=coef * w)
-
-
-def _weighted_sum(rows: Tensor, weight: Tensor | float) -> Tensor:
-    """``sum_rows weight * rows`` for a per-row tensor of ``weight``'s numel."""
-    if isinstance(weight, Tensor):
-        return torch.dot(rows.reshape(-1), weight.reshape(-1))
-    return rows.sum().mul_(weight)
 
 
 def _scaled(grad: Tensor, grad_total: Tensor | None) -> Tensor | None:
