@@ -53,14 +53,14 @@ class FocalLoss(CalibrationLoss):
         super().__init__(ignore_index, validate)
         self.gamma = check_number("gamma", gamma, low=0.0)
 
-    def _exponent(self, p_target: Tensor) -> Tensor | float:
-        """The focusing exponent: one float, or one per row (from the detached ``p_y``)."""
+    def _exponent(self, ce_rows: Tensor) -> Tensor | float:
+        """The focusing exponent: one float, or one per row (from ``p_y = exp(-ce)``)."""
         return self.gamma
 
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         ce_rows = F.cross_entropy(batch.logits, batch.target, reduction="none")  # -log p_y
         one_minus = torch.expm1(-ce_rows).neg().clamp_min(torch.finfo(ce_rows.dtype).tiny)
-        exponent = self._exponent(torch.exp(-ce_rows.detach()))
+        exponent = self._exponent(ce_rows)
         return batch.mean(one_minus.pow(exponent) * ce_rows), {}
 
 
@@ -79,8 +79,8 @@ class FLSD(FocalLoss):
     over the :math:`N` valid rows; :math:`p_i=\mathrm{softmax}(z_i)`, :math:`y_i` the target.
     :math:`\gamma_i` is chosen from the detached :math:`p_{i,y_i}` by one vectorized
     :func:`torch.bucketize` (the public code loops over the samples in Python, one ``.item()``
-    each). The thresholds
-    and their exponents are ``schedule``; rows at or above the last threshold use ``gamma``.
+    each). The thresholds and their exponents are ``schedule``; rows at or above the last
+    threshold use ``gamma``.
 
     Parts: none (``{}``).
 
@@ -95,7 +95,7 @@ class FLSD(FocalLoss):
     Example:
         >>> import torch
         >>> logits = torch.log(torch.tensor([[0.1, 0.9], [0.3, 0.7], [0.6, 0.4]]))
-        >>> loss = FLSD(ignore_index=-1)
+        >>> loss = FLSD()
         >>> FLSD(gamma=2.0).gammas(torch.tensor([0.1, 0.2, 0.3, 0.5, 0.6])).tolist()
         [5.0, 3.0, 3.0, 2.0, 2.0]
         >>> # (0.9^5 log 10 + 0.7^3 log(10/3) + 0.4^3 log(10/6)) / 3
@@ -147,5 +147,5 @@ class FLSD(FocalLoss):
         thresholds, values = self._tables[key]
         return values.take(torch.bucketize(p_target, thresholds, right=True))
 
-    def _exponent(self, p_target: Tensor) -> Tensor:
-        return self.gammas(p_target)
+    def _exponent(self, ce_rows: Tensor) -> Tensor:
+        return self.gammas(torch.exp(-ce_rows.detach()))
