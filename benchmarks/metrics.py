@@ -8,7 +8,8 @@ runs in a fresh subprocess, so its peak RSS is its own:
 * ``torchmetrics``: ``MulticlassCalibrationError(num_classes=21, n_bins=15, norm="l1",
   ignore_index=255)``;
 * ``softmax+max``: ``logits.softmax(1).max(1)`` alone, the floor any ECE has to beat;
-* ``reference``: float64 softmax, arg-max and bins in NumPy, the value to match.
+* ``reference``: float64 softmax and maximum (torch), correctness ``z_y == max z`` (ties
+  count as correct, the documented convention), bins and sums in NumPy: the value to match.
 
 Default scale 1.0: 1,036 batches of 4 x 21 x 256 x 256 logits = 271.6M pixels, the pixel count
 of VOC 2012 val (1,449 images of about 500 x 375). ``--scale 0.02`` shrinks the number of
@@ -131,12 +132,17 @@ def _contender(name: str, np, torch) -> tuple:
         count = np.zeros(N_BINS)
         conf_sum = np.zeros(N_BINS)
         hit_sum = np.zeros(N_BINS)
+        ties = [0]
 
         def update(z, t):
-            conf, pred = z.double().softmax(1).max(1)
+            z64 = z.double()
+            conf, pred = z64.softmax(1).max(1)
             keep = (t != VOID).numpy().ravel()
+            z_t = z64.gather(1, t.clamp(max=CLASSES - 1).unsqueeze(1)).squeeze(1)
+            # a target tied with the top logit is correct (the documented convention)
+            hit = (z_t == z64.amax(1)).numpy().ravel()[keep]
+            ties[0] += int((hit != (pred == t).numpy().ravel()[keep]).sum())
             conf = conf.numpy().ravel()[keep]
-            hit = (pred == t).numpy().ravel()[keep]
             b = np.clip(np.ceil(conf * N_BINS) - 1, 0, N_BINS - 1).astype(np.int64)
             count[:] += np.bincount(b, minlength=N_BINS)
             conf_sum[:] += np.bincount(b, weights=conf, minlength=N_BINS)
@@ -145,6 +151,7 @@ def _contender(name: str, np, torch) -> tuple:
         def finish():
             full = count > 0
             gaps = np.abs(hit_sum[full] / count[full] - conf_sum[full] / count[full])
+            print(f"reference: {ties[0]} pixels whose target ties the top logit", file=sys.stderr)
             return float((count[full] / count.sum() * gaps).sum())
 
         return update, finish
@@ -205,9 +212,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", name, "--scale", str(args.scale)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  done: {name}", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  done: {name}. {proc.stderr.strip()}", file=sys.stderr, flush=True)
     ref = next((r["value"] for r in rows if r["name"] == "reference"), None)
     first = rows[0]
     print(
