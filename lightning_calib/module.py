@@ -6,6 +6,7 @@ arguments, chosen in YAML by ``class_path``; the CLI is the registry.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -130,7 +131,9 @@ class ClassificationModule(pl.LightningModule):
         # Under the CLI the hyperparameters are the config (class_path dicts), which load back
         # through `load_from_checkpoint`; module objects passed from Python are not picklable
         # safely, so those are left out (pass them again to `load_from_checkpoint`).
-        self.save_hyperparameters()
+        with warnings.catch_warnings():  # the nn.Module advice; handled just below
+            warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+            self.save_hyperparameters()
         for key in ("network", "loss", "optimizer", "scheduler"):
             if key in self.hparams and not _is_plain(self.hparams[key]):
                 del self.hparams[key]
