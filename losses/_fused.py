@@ -8,7 +8,8 @@ returns that tensor (scaled by the incoming gradient), as cheap as cross-entropy
 
 On large inputs memory traffic is what costs, so the work is done block by block of rows (on
 CPU, blocks of ``2**17`` logits per thread, which stay in the L2 cache across the dozen
-passes of a block; on accelerators, one block). Per block, with one scratch buffer ``a``:
+passes of a block, and at most 8 blocks when several threads share the passes; on
+accelerators, one block). Per block, with one scratch buffer ``a``:
 
 - ``a = z - (zmax - m)`` with ``m = min(M, 60)``: the logits shifted so that the hinge is
   ``min(a, 0)`` and ``exp(a) <= e^60`` cannot overflow. Softmax and cross-entropy are
@@ -35,9 +36,13 @@ __all__ = ["ACLSFunction", "MbLSFunction"]
 
 # Largest shift folded into the exponent: exp(60) * K stays far below float32's max.
 _MAX_SHIFT = 60.0
-# Logits per block and per thread on CPU: a thread's share of the block, of its scratch and of
-# its gradient fit in a 2 MiB L2 cache.
+# Logits per block on CPU, per intra-op thread: a thread's share of the block, of its scratch
+# and of its gradient fit in a 2 MiB L2 cache.
 _CPU_BLOCK = 1 << 17
+# With several intra-op threads every pass over a block is a parallel region ending in a
+# barrier, which stalls whenever a thread is descheduled (other processes, data-loader
+# workers): at most this many blocks then.
+_MAX_PARALLEL_BLOCKS = 8
 # From this many logits in a block on, skip the tie/violation passes when no row of the block
 # needs them (one host synchronisation); below it, run them unconditionally.
 _SKIP_CHECK_FROM = 1 << 16
@@ -79,8 +84,12 @@ def _run_blocks(
     w = weight.reshape(n, 1, r) if isinstance(weight, Tensor) else weight
     grad = torch.empty_like(z) if needs_grad else None
     per_row = z.new_empty(2, n, 1, r)  # the kernel's two per-row outputs, side by side
-    # Each intra-op thread works on its own share of a block, in its own core's cache.
-    budget = _CPU_BLOCK * torch.get_num_threads() if z.device.type == "cpu" else None
+    budget = None  # accelerators: one block
+    if z.device.type == "cpu":
+        threads = torch.get_num_threads()
+        budget = _CPU_BLOCK * threads
+        if threads > 1:
+            budget = max(budget, -(-z.numel() // _MAX_PARALLEL_BLOCKS))
     if budget is None or z.numel() <= budget:  # one block: no slicing at all
         kernel(z, y, w, grad, torch.empty_like(z), per_row[0], per_row[1])
     else:
