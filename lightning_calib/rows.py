@@ -58,10 +58,11 @@ def check_inputs(
         )
     if target.numel() == 0:
         return
-    valid = target if ignore_index is None else target[target != ignore_index]
-    if valid.numel() == 0:
-        return
-    lo, hi = int(valid.min()), int(valid.max())
+    checked = target
+    if ignore_index is not None:
+        # one pass, no copy of the valid entries: ignored entries become a valid class
+        checked = target.masked_fill(target == ignore_index, 0)
+    lo, hi = (int(v) for v in torch.aminmax(checked))
     if lo < 0 or hi >= n_cls:
         bad = lo if lo < 0 else hi
         raise ValueError(

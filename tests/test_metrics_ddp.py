@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # ~20-30 s: two fresh interpreters import torch + torchmetrics
+# ~20-30 s: two fresh interpreters import torch + torchmetrics; part of the default run.
 
 SCRIPT = Path(__file__).with_name("ddp_metrics_script.py")
 METRICS = [
