@@ -24,11 +24,10 @@ import torch
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 warnings.filterwarnings("ignore")
 
+import losses  # noqa: E402
 from datamodules import DigitsDataModule  # noqa: E402
 from lightning_calib.module import ClassificationModule  # noqa: E402
 from models import ResNet  # noqa: E402
-
-import losses  # noqa: E402
 
 
 def make_parts(loss_name: str):

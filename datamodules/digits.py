@@ -2,8 +2,8 @@
 
 ``sklearn.datasets.load_digits`` ships 1,797 real 8x8 grey images of the digits 0-9 inside the
 package, so this datamodule needs no download and no data folder. Images are scaled to
-``[0, 1]``, upsampled (bilinear) to ``image_size`` (16 by default) and repeated to 3 channels so the CIFAR
-networks serve unchanged.
+``[0, 1]``, upsampled (bilinear) to ``image_size`` (16 by default) and repeated to 3 channels
+so the CIFAR networks serve unchanged.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -77,7 +76,10 @@ class LightningCalibCLI(LightningCLI):
 
 
 def _class_path(cb: Any) -> str:
-    return str(getattr(cb, "class_path", None) or (cb.get("class_path", "") if isinstance(cb, dict) else ""))
+    return str(
+        getattr(cb, "class_path", None)
+        or (cb.get("class_path", "") if isinstance(cb, dict) else "")
+    )
 
 
 def _namespace_callback(config: Any, ckpt_dir: str) -> Any:

@@ -65,7 +65,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
         cells = []
         for key, _ in COLUMNS:
             v = m.get(key)
-            cells.append("-" if v is None else f"{v:.2f}" if key == "temperature" else f"{100 * v:.2f}")
+            cells.append(
+                "-" if v is None else f"{v:.2f}" if key == "temperature" else f"{100 * v:.2f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -95,8 +97,12 @@ def run_demo(
 
 def _parse(argv: list[str] | None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSSES),
-                        help="configs/digits/<name>.yaml to run (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        default=list(DEFAULT_LOSSES),
+        help="configs/digits/<name>.yaml to run (default: %(default)s)",
+    )
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the epochs")
     return parser.parse_args(argv)
@@ -111,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print("Digits test split (540 images), best-val-accuracy checkpoint, values x100:")
     print(format_table(rows))
-    print(f"\n{len(rows)} runs in {time.perf_counter() - start:.0f} s; table in {args.out}/summary.md")
+    print(
+        f"\n{len(rows)} runs in {time.perf_counter() - start:.0f} s; table in {args.out}/summary.md"
+    )
 
 
 if __name__ == "__main__":

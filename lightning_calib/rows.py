@@ -132,9 +132,7 @@ def to_rows(
         (torch.Size([3, 3]), [0, 2, 1])
     """
     if validate:
-        check_inputs(
-            preds, target, ignore_index, num_classes=num_classes, preds_name=preds_name
-        )
+        check_inputs(preds, target, ignore_index, num_classes=num_classes, preds_name=preds_name)
     rows, flat = flatten(preds, target)
     keep = valid_mask(flat, ignore_index)
     if keep is None:

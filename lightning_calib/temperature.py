@@ -29,7 +29,7 @@ def temperature_values(grid: tuple[float, float, float]) -> Tensor:
             "`temperature_grid` must be (start, stop, step) with 0 < start <= stop and step > 0;"
             f" got {tuple(grid)}."
         )
-    n = int(round((stop - start) / step)) + 1
+    n = round((stop - start) / step) + 1
     return start + step * torch.arange(n, dtype=torch.float64)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import CONFIGS, REPO, tiny_trainer_args
+
 from lightning_calib.cli import main
 from lightning_calib.config import ConfigError, compose
 
@@ -141,7 +141,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path, capsys, monkeypatch):
     err = _cli_error(["--config", str(tmp_path / "nope.yaml")], capsys, monkeypatch)
     assert "config file not found" in err and "nope.yaml" in err
     assert "Traceback" not in err
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         main(["--config", str(tmp_path / "nope.yaml")], run=False)
 
 

@@ -88,7 +88,9 @@ def test_val_and_test_metrics_are_namespaced_and_exact(tmp_path):
     with torch.no_grad():
         logits = model(torch.stack(xs)).double()
     y = torch.stack(ys)
-    assert out["test/acc"] == pytest.approx(float((logits.argmax(1) == y).double().mean()), abs=1e-6)
+    assert out["test/acc"] == pytest.approx(
+        float((logits.argmax(1) == y).double().mean()), abs=1e-6
+    )
     assert out["test/nll"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
     t = out["test/temperature"]
     assert out["test/nll_ts"] == pytest.approx(float(F.cross_entropy(logits / t, y)), rel=1e-5)
@@ -96,6 +98,7 @@ def test_val_and_test_metrics_are_namespaced_and_exact(tmp_path):
 
 def test_cli_checkpoint_loads_outside_the_cli(tmp_path):
     from conftest import CONFIGS, tiny_trainer_args
+
     from lightning_calib.cli import main
 
     cfg = str(CONFIGS / "digits" / "mbls.yaml")
