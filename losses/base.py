@@ -108,7 +108,7 @@ class Batch:
         """Per-row weight ``1[valid] / N`` (shape of ``target``), or ``1 / N`` when all valid."""
         if self.keep is None:
             return 1.0 / self.denominator
-        return self.keep.to(self.logits.dtype) / self.denominator
+        return self.keep / self.denominator  # the denominator has the logits' dtype
 
     def mean(self, per_row: Tensor) -> Tensor:
         """Mean of a per-row quantity (shape of ``target``) over the valid rows.
