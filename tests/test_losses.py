@@ -398,12 +398,13 @@ def test_margin_above_the_folded_shift():
         torch.testing.assert_close(ours, theirs, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("block", [None, 7, 60, 100])  # block sizes in logits
 @pytest.mark.parametrize("margin", [2.0, 1e6])  # violations, and none at all
 @pytest.mark.parametrize("shape", [(23, 6), (3, 6, 5, 7)], ids=["cls", "seg"])
-def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block):
-    """Cache blocks (rows, or spatial slices with a ragged last one) and the host-synchronised
-    'is any row of the block active?' checks change nothing."""
+def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads):
+    """Cache blocks (rows, or spatial slices with a ragged last one; one thread, or shared by
+    a thread pool) and the 'is any row of the block active?' checks change nothing."""
     import losses._fused as fused
 
     logits, target = make_input(shape, scale=6.0, seed=7)
@@ -414,12 +415,33 @@ def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block):
     monkeypatch.setattr(fused, "_SKIP_CHECK_FROM", 0)
     if block is not None:
         monkeypatch.setattr(fused, "_CPU_BLOCK", block)
-    for loss, (value, grad), value_eval in zip(losses, expected, expected_eval):
-        got_value, got_grad = value_and_grad(loss, logits, target)
-        torch.testing.assert_close(got_value, value, rtol=1e-14, atol=1e-15)
-        torch.testing.assert_close(got_grad, grad, rtol=1e-13, atol=1e-16)
-        with torch.no_grad():
-            torch.testing.assert_close(loss(logits, target), value_eval, rtol=1e-14, atol=1e-15)
+        monkeypatch.setattr(fused, "_THREAD_BLOCK", block)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for loss, (value, grad), value_eval in zip(losses, expected, expected_eval):
+            got_value, got_grad = value_and_grad(loss, logits, target)
+            torch.testing.assert_close(got_value, value, rtol=1e-14, atol=1e-15)
+            torch.testing.assert_close(got_grad, grad, rtol=1e-13, atol=1e-16)
+            with torch.no_grad():
+                torch.testing.assert_close(loss(logits, target), value_eval, rtol=1e-14, atol=0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_block_pool_propagates_errors(monkeypatch):
+    import losses._fused as fused
+
+    monkeypatch.setattr(fused, "_THREAD_BLOCK", 10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        logits, target = make_input((2, 6, 5, 7), seed=8, ignore_frac=0.0)
+        target[1, 4, 6] = 6  # out of range, unchecked: the gather in some block fails
+        with pytest.raises(RuntimeError):
+            ACLS(validate=False)(logits, target)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_blocks_cover_every_logit_once():
