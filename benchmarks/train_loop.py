@@ -6,7 +6,7 @@ and the medians compared. The Lightning side is the real ``ClassificationModule`
 per-step logging (loss, loss parts, logit statistics) and ``Trainer.fit`` wall time including
 its set-up; validation and checkpointing are off on both sides.
 
-Usage: ``python benchmarks/train_loop.py [--repeats 5] [--epochs 1] [--loss acls]``
+Usage: ``python benchmarks/train_loop.py [--repeats 7] [--epochs 1] [--image-sizes 16 32]``
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ import argparse
 import functools
 import os
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 warnings.filterwarnings("ignore")
+# The repository first: `benchmarks/losses.py` must not shadow the `losses` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import losses  # noqa: E402
 from datamodules import DigitsDataModule  # noqa: E402
@@ -36,6 +40,10 @@ def make_parts(loss_name: str):
     loss = getattr(losses, loss_name)()
     opt = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
     return net, loss, opt
+
+
+def steps_per_epoch(dm: DigitsDataModule) -> int:
+    return len(dm.train_dataloader())
 
 
 def plain_epochs(dm: DigitsDataModule, loss_name: str, epochs: int) -> float:
@@ -68,27 +76,35 @@ def lightning_epochs(dm: DigitsDataModule, loss_name: str, epochs: int) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--losses", nargs="+", default=["CrossEntropy", "ACLS"])
+    parser.add_argument("--image-sizes", nargs="+", type=int, default=[16, 32])
     args = parser.parse_args()
-    dm = DigitsDataModule(batch_size=64)
-    dm.setup()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{len(dm.train_set)} train images, batch 64, {args.epochs} epoch(s), "
-          f"median of {args.repeats} alternating repeats")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 64, "
+        f"{args.epochs} epoch(s) per timing, median of {args.repeats} alternating repeats"
+    )
     print()
-    print("| loss | plain PyTorch (s) | Lightning Trainer (s) | ratio |")
-    print("|---|---:|---:|---:|")
-    for name in args.losses:
-        plain_epochs(dm, name, 1)  # warm-up both paths
-        lightning_epochs(dm, name, 1)
-        plain, light = [], []
-        for _ in range(args.repeats):
-            plain.append(plain_epochs(dm, name, args.epochs))
-            light.append(lightning_epochs(dm, name, args.epochs))
-        p, lt = statistics.median(plain), statistics.median(light)
-        print(f"| {name} | {p:.3f} | {lt:.3f} | {lt / p:.2f}x |")
+    print("| image | loss | steps | plain PyTorch (s) | Lightning Trainer (s) | ratio "
+          "| overhead / step (ms) |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for size in args.image_sizes:
+        dm = DigitsDataModule(batch_size=64, image_size=size)
+        dm.setup()
+        steps = steps_per_epoch(dm) * args.epochs
+        for name in args.losses:
+            plain_epochs(dm, name, 1)  # warm-up both paths
+            lightning_epochs(dm, name, 1)
+            plain, light = [], []
+            for _ in range(args.repeats):
+                plain.append(plain_epochs(dm, name, args.epochs))
+                light.append(lightning_epochs(dm, name, args.epochs))
+            p, lt = statistics.median(plain), statistics.median(light)
+            print(
+                f"| {size}x{size} | {name} | {steps} | {p:.3f} | {lt:.3f} | {lt / p:.2f}x "
+                f"| {1000 * (lt - p) / steps:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ class ClassificationModule(pl.LightningModule):
             ``None`` to switch temperature scaling off.
         temperature_criterion: ``"ece"`` (the public ACLS code: lowest validation ECE) or
             ``"nll"`` (lowest validation NLL).
-        log_logit_stats: log the per-batch logit geometry during training.
+        log_logit_stats: log the per-batch logit geometry during training, on the steps the
+            trainer writes logs (every ``log_every_n_steps``), so it costs nothing in between.
     """
 
     def __init__(
@@ -202,10 +203,18 @@ class ClassificationModule(pl.LightningModule):
             self._check_logits(logits)
         loss, parts = self._loss(logits, y)
         self._log_loss("train", loss, parts, len(y))
-        if self.log_logit_stats:
+        if self.log_logit_stats and self._is_logging_step():
             stats = {f"train/{k}": v for k, v in logit_statistics(logits).items()}
-            self.log_dict(stats, on_step=True, on_epoch=True, batch_size=len(y))
+            self.log_dict(stats, on_step=True, on_epoch=False, batch_size=len(y))
         return loss
+
+    def _is_logging_step(self) -> bool:
+        """Whether the trainer writes step logs now (every ``log_every_n_steps``)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+        return trainer.global_step % every == 0
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:  # noqa: D102
         x, y = batch
