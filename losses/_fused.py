@@ -6,17 +6,12 @@ the cross-entropy and the regularizer from the same shifted logits, and builds t
 gradient of the total in the forward pass, only when a gradient is needed. The backward pass
 returns that tensor (scaled by the incoming gradient), as cheap as cross-entropy's own.
 
-On large inputs memory traffic is what costs, so on CPU the work is done block by block of
-rows, each block's dozen passes running on data that stays in the core's cache:
-
-- one thread: blocks of ``2**17`` logits (the block, its scratch and its gradient fit in a
-  2 MiB L2 cache);
-- several threads: blocks under ATen's grain size (``2**15`` logits), so that no op opens an
-  OpenMP region, shared by a small pool of Python threads (the ops release the GIL). A
-  parallel region ends in a barrier that stalls whenever one of its threads is descheduled
-  (another process, data-loader workers); a shared queue of blocks does not.
-
-On accelerators the whole batch is one block. Per block, with one scratch buffer ``a``:
+On large inputs memory traffic is what costs. With one intra-op thread the work is done
+block by block of rows (``2**17`` logits: the block, its scratch and its gradient stay in a
+2 MiB L2 cache across the dozen passes of the block). With several threads, or on an
+accelerator, the whole batch is one block, so that each pass is a single parallel region
+(as few barriers as possible: each stalls while any of its threads is descheduled).
+Per block, with one scratch buffer ``a``:
 
 - ``a = z - (zmax - m)`` with ``m = min(M, 60)``: the logits shifted so that the hinge is
   ``min(a, 0)`` and ``exp(a) <= e^60`` cannot overflow. Softmax and cross-entropy are
@@ -33,11 +28,7 @@ once-differentiable (no double backward).
 
 from __future__ import annotations
 
-import itertools
-import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -47,13 +38,9 @@ __all__ = ["ACLSFunction", "MbLSFunction"]
 
 # Largest shift folded into the exponent: exp(60) * K stays far below float32's max.
 _MAX_SHIFT = 60.0
-# Logits per block on CPU with one thread: the block, its scratch and its gradient fit in a
-# 2 MiB L2 cache.
+# Logits per block on CPU with one intra-op thread: the block, its scratch and its gradient
+# fit in a 2 MiB L2 cache.
 _CPU_BLOCK = 1 << 17
-# With several threads, blocks small enough that no op forks (below ATen's grain size of
-# 32768 elements: no OpenMP region, so no barrier that stalls whenever one thread is
-# descheduled), shared by a pool of Python threads (the ops release the GIL).
-_THREAD_BLOCK = (1 << 15) - 1
 # From this many logits in a block on, skip the tie/violation passes when no row of the block
 # needs them (one host synchronisation); below it, run them unconditionally.
 _SKIP_CHECK_FROM = 1 << 16
@@ -95,68 +82,33 @@ def _run_blocks(
     w = weight.reshape(n, 1, r) if isinstance(weight, Tensor) else weight
     grad = torch.empty_like(z) if needs_grad else None
     per_row = z.new_empty(2, n, 1, r)  # the kernel's two per-row outputs, side by side
-    threads = torch.get_num_threads() if z.device.type == "cpu" else 1
-    budget = None  # accelerators: one block
-    if z.device.type == "cpu":
-        budget = _CPU_BLOCK if threads == 1 else _THREAD_BLOCK
+    # One thread: L2-sized blocks. Several: one block, so each pass is a single parallel
+    # region (every region ends in a barrier that stalls while any of its threads is
+    # descheduled, by other processes or data-loader workers: few regions keep that rare).
+    budget = _CPU_BLOCK if z.device.type == "cpu" and torch.get_num_threads() == 1 else None
     if budget is None or z.numel() <= budget:  # one block: no slicing at all
         kernel(z, y, w, grad, torch.empty_like(z), per_row[0], per_row[1])
     else:
-        blocks = list(_blocks(n, n_cls, r, budget))
-        shape = (len(range(n)[blocks[0][0]]), n_cls, len(range(r)[blocks[0][1]]))
-        claim = itertools.count()  # next(...) is atomic under the GIL
-
-        def work() -> None:
-            with torch.no_grad():  # grad mode is per thread
-                scratch = z.new_empty(shape)
-                while (i := next(claim)) < len(blocks):
-                    rows, cols = blocks[i]
-                    zb = z[rows, :, cols]
-                    kernel(
-                        zb,
-                        y[rows, :, cols],
-                        w[rows, :, cols] if isinstance(w, Tensor) else w,
-                        grad[rows, :, cols] if grad is not None else None,
-                        scratch[: zb.shape[0], :, : zb.shape[2]],
-                        per_row[0, rows, :, cols],
-                        per_row[1, rows, :, cols],
-                    )
-
-        helpers = min(threads, len(blocks)) - 1
-        futures = [_pool(helpers).submit(work) for _ in range(helpers)]
-        work()
-        for future in futures:
-            future.result()
+        scratch = None
+        for rows, cols in _blocks(n, n_cls, r, budget):
+            zb = z[rows, :, cols]
+            if scratch is None:
+                scratch = torch.empty_like(zb, memory_format=torch.contiguous_format)
+            kernel(
+                zb,
+                y[rows, :, cols],
+                w[rows, :, cols] if isinstance(w, Tensor) else w,
+                grad[rows, :, cols] if grad is not None else None,
+                scratch[: zb.shape[0], :, : zb.shape[2]],
+                per_row[0, rows, :, cols],
+                per_row[1, rows, :, cols],
+            )
     flat = per_row.view(2, -1)
     if isinstance(weight, Tensor):
         sums = torch.mv(flat, weight.reshape(-1))
     else:
         sums = flat.sum(1).mul_(weight)
     return sums[0], sums[1], grad.reshape(logits.shape) if grad is not None else None
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``size`` helper threads (recreated after a fork)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < size:
-            old, _POOL = _POOL, ThreadPoolExecutor(size, thread_name_prefix="losses-blocks")
-            if old is not None:
-                old.shutdown(wait=False)
-        return _POOL
-
-
-def _forget_pool() -> None:
-    global _POOL
-    _POOL = None  # a forked child has none of the parent's threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _shift(z: Tensor, y: Tensor, margin: float, e_out: Tensor | None, a: Tensor, ce_out: Tensor):

@@ -403,8 +403,9 @@ def test_margin_above_the_folded_shift():
 @pytest.mark.parametrize("margin", [2.0, 1e6])  # violations, and none at all
 @pytest.mark.parametrize("shape", [(23, 6), (3, 6, 5, 7)], ids=["cls", "seg"])
 def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads):
-    """Cache blocks (rows, or spatial slices with a ragged last one; one thread, or shared by
-    a thread pool) and the 'is any row of the block active?' checks change nothing."""
+    """Cache blocks (rows, or spatial slices with a ragged last one; used with one thread),
+    the single block of several threads and the 'is any row of the block active?' checks
+    change nothing."""
     import losses._fused as fused
 
     logits, target = make_input(shape, scale=6.0, seed=7)
@@ -415,7 +416,6 @@ def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads
     monkeypatch.setattr(fused, "_SKIP_CHECK_FROM", 0)
     if block is not None:
         monkeypatch.setattr(fused, "_CPU_BLOCK", block)
-        monkeypatch.setattr(fused, "_THREAD_BLOCK", block)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -429,15 +429,15 @@ def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads
         torch.set_num_threads(before)
 
 
-def test_block_pool_propagates_errors(monkeypatch):
+def test_errors_inside_blocks_propagate(monkeypatch):
     import losses._fused as fused
 
-    monkeypatch.setattr(fused, "_THREAD_BLOCK", 10)
+    monkeypatch.setattr(fused, "_CPU_BLOCK", 10)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     try:
         logits, target = make_input((2, 6, 5, 7), seed=8, ignore_frac=0.0)
-        target[1, 4, 6] = 6  # out of range, unchecked: the gather in some block fails
+        target[1, 4, 6] = 6  # out of range, unchecked: the gather of the last block fails
         with pytest.raises(RuntimeError):
             ACLS(validate=False)(logits, target)
     finally:
