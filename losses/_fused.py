@@ -111,7 +111,9 @@ def _run_blocks(
     return sums[0], sums[1], grad.reshape(logits.shape) if grad is not None else None
 
 
-def _shift(z: Tensor, y: Tensor, margin: float, e_out: Tensor | None, a: Tensor, ce_out: Tensor):
+def _shift(
+    z: Tensor, y: Tensor, margin: float, e_out: Tensor | None, a: Tensor, ce_out: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Shared first passes on a block: returns ``zmax``, ``zmax - min(M, 60)``, ``e``, ``s``.
 
     Fills ``a = z - zmax + min(M, 60)``, ``e = exp(a)`` (into ``e_out`` when given) and the
