@@ -102,18 +102,32 @@ def test_forward_calls_compute_once(cls, monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
+PER_ROW = [c for c in LOSSES if c.__name__ != "MMCE"]
+
+
+@pytest.mark.parametrize("cls", PER_ROW, ids=[c.__name__ for c in PER_ROW])
 def test_mean_over_valid_rows(cls):
     """The loss of a batch is the row-count-weighted mean of the losses of its parts, for
     every loss whose terms are per-row means (all but MMCE, whose penalty is pairwise)."""
-    if cls.__name__ == "MMCE":
-        pytest.skip("MMCE's penalty is a double sum over the batch")
     loss = cls(ignore_index=IGNORE)
     logits, target = make_input((12, 6), scale=8.0, ignore_frac=0.3)
     whole = loss(logits, target)
     first, second = loss(logits[:5], target[:5]), loss(logits[5:], target[5:])
     n1, n2 = int((target[:5] != IGNORE).sum()), int((target[5:] != IGNORE).sum())
     torch.testing.assert_close(whole, (n1 * first + n2 * second) / (n1 + n2))
+
+
+def test_mmce_ce_part_is_a_row_mean_but_its_penalty_is_pairwise():
+    """MMCE's CE part splits like every other loss; its penalty couples rows across the batch."""
+    loss = LOSSES[[c.__name__ for c in LOSSES].index("MMCE")](ignore_index=IGNORE)
+    logits, target = make_input((12, 6), scale=8.0, ignore_frac=0.3)
+    _, whole = loss.forward_with_parts(logits, target)
+    _, first = loss.forward_with_parts(logits[:5], target[:5])
+    _, second = loss.forward_with_parts(logits[5:], target[5:])
+    n1, n2 = int((target[:5] != IGNORE).sum()), int((target[5:] != IGNORE).sum())
+    torch.testing.assert_close(whole["ce"], (n1 * first["ce"] + n2 * second["ce"]) / (n1 + n2))
+    split = (n1 * first["mmce"] + n2 * second["mmce"]) / (n1 + n2)
+    assert abs(float(whole["mmce"]) - float(split)) > 1e-6
 
 
 @pytest.mark.parametrize("cls", LOSSES, ids=IDS)
