@@ -58,11 +58,11 @@ def check_inputs(
         )
     if target.numel() == 0:
         return
-    checked = target
-    if ignore_index is not None:
-        # one pass, no copy of the valid entries: ignored entries become a valid class
+    lo, hi = (int(v) for v in torch.aminmax(target))
+    if (lo < 0 or hi >= n_cls) and ignore_index is not None and lo <= ignore_index <= hi:
+        # only now look past the ignore index (one pass, no copy of the valid entries)
         checked = target.masked_fill(target == ignore_index, 0)
-    lo, hi = (int(v) for v in torch.aminmax(checked))
+        lo, hi = (int(v) for v in torch.aminmax(checked))
     if lo < 0 or hi >= n_cls:
         bad = lo if lo < 0 else hi
         raise ValueError(

@@ -54,3 +54,11 @@ def test_ignore_index_outside_range_is_accepted():
     check_inputs(torch.randn(3, 2), torch.tensor([0, 255, 1]), ignore_index=255)
     rows, t = to_rows(torch.randn(3, 2), torch.tensor([255, 255, 255]), ignore_index=255)
     assert rows.shape == (0, 2) and t.shape == (0,)
+
+
+def test_bad_value_is_found_behind_the_ignore_index():
+    target = torch.tensor([0, 255, 12, 1])
+    with pytest.raises(ValueError, match=r"value 12; expected class indices in \[0, 10\)"):
+        check_inputs(torch.randn(4, 10), target, ignore_index=255)
+    with pytest.raises(ValueError, match="value 255"):
+        check_inputs(torch.randn(4, 10), target.clamp(max=255), ignore_index=None)
