@@ -19,8 +19,8 @@ from lightning_calib.cli import main as cli_main
 
 __all__ = ["DEFAULT_LOSSES", "format_table", "run_demo"]
 
-# The rows of the ACLS paper's main table, in its order.
-DEFAULT_LOSSES = ("ce", "ls", "focal", "mbls", "acls")
+# Every loss of the ACLS paper's comparison, baselines first, ACLS last.
+DEFAULT_LOSSES = ("ce", "ls", "focal", "flsd", "ecp", "mmce", "mbls", "cpc", "acls")
 COLUMNS = (
     ("acc", "Acc"),
     ("nll", "NLL"),
@@ -52,7 +52,9 @@ def train_and_test(config: Path, out: Path, extra: list[str]) -> dict[str, float
     cli = cli_main(args, run=False)
     assert cli is not None
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    results = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
     return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
 
