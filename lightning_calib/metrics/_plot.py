@@ -61,7 +61,9 @@ def plot_reliability_diagram(
     else:
         rel_ax = ax
         fig = ax.figure
-        hist_ax = ax.inset_axes([0.06, 0.6, 0.36, 0.32])
+        # inside the axes, clear of its tick labels and of the legend at the lower right
+        hist_ax = ax.inset_axes([0.2, 0.6, 0.36, 0.3])
+        hist_ax.tick_params(labelsize=7)
         returned = ax
 
     width = hi - lo
