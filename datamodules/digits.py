@@ -30,12 +30,14 @@ class TensorImageDataset(Dataset):
         images: ``(N, C, H, W)`` float tensor, already normalized.
         labels: ``(N,)`` int64 tensor.
         shift: maximum random translation in pixels (zero padding), 0 = no augmentation.
-        seed: seed of the augmentation generator.
+
+    The shifts are drawn from torch's global generator (each loader worker has its own,
+    seeded by the loader), so seeding the run and restoring the generators on resume (the
+    ``RNGState`` callback) reproduces them.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, shift: int = 0, seed: int = 0) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, shift: int = 0) -> None:
         self.images, self.labels, self.shift = images, labels, shift
-        self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,7 +46,7 @@ class TensorImageDataset(Dataset):
         img = self.images[i]
         if self.shift:
             s = self.shift
-            dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=self._gen).tolist()
+            dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
             h, w = img.shape[-2:]
             img = F.pad(img, (s, s, s, s))[:, dy : dy + h, dx : dx + w]
         return img, self.labels[i]
@@ -128,7 +130,7 @@ class DigitsDataModule(CalibrationDataModule):
         x, y = self.images()
         tr, va, te = (torch.from_numpy(i) for i in self.split_indices())
         return (
-            TensorImageDataset(x[tr], y[tr], shift=self.shift, seed=self.split_seed),
+            TensorImageDataset(x[tr], y[tr], shift=self.shift),
             TensorImageDataset(x[va], y[va]),
             TensorImageDataset(x[te], y[te]),
         )

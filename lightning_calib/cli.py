@@ -6,6 +6,8 @@
 * ``data`` is any :class:`~datamodules.base.CalibrationDataModule`; its ``num_classes`` class
   attribute is linked into ``model.num_classes`` (typed once).
 * Configs may build on others with ``__base__`` (see :mod:`lightning_calib.config`).
+* Every checkpoint also holds the random generators (:class:`~lightning_calib.callbacks.RNGState`),
+  so a resumed run draws the shuffles and augmentations the uninterrupted run would have.
 * Checkpoints go to a fixed folder ``<trainer.default_root_dir>/checkpoints``: ``best.ckpt``
   (selected by ``checkpoint.monitor``, default ``val/acc``) and ``last.ckpt`` (rewritten every
   epoch, whatever the monitor says), so ``--ckpt_path last`` resumes the newest state.
@@ -23,6 +25,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import CalibrationDataModule
+from lightning_calib.callbacks import RNGState
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import ClassificationModule
 
@@ -69,10 +72,15 @@ class LightningCalibCLI(LightningCLI):
         ckpt_dir = str(Path(root) / "checkpoints")
         if config["checkpoint"]["dirpath"] is None:
             config["checkpoint"]["dirpath"] = ckpt_dir
-        callbacks = config["trainer"].get("callbacks") or []
-        if not any(_class_path(cb).endswith("LastCheckpoint") for cb in callbacks):
-            callbacks = [*callbacks, _namespace_callback(config, ckpt_dir)]
-            config["trainer"]["callbacks"] = callbacks
+        callbacks = list(config["trainer"].get("callbacks") or [])
+        present = {_class_path(cb).rsplit(".", 1)[-1] for cb in callbacks}
+        if "LastCheckpoint" not in present:
+            callbacks.append(
+                _namespace_callback(LastCheckpoint, dirpath=config["checkpoint"]["dirpath"])
+            )
+        if "RNGState" not in present:
+            callbacks.append(_namespace_callback(RNGState))
+        config["trainer"]["callbacks"] = callbacks
 
 
 def _class_path(cb: Any) -> str:
@@ -82,12 +90,11 @@ def _class_path(cb: Any) -> str:
     )
 
 
-def _namespace_callback(config: Any, ckpt_dir: str) -> Any:
+def _namespace_callback(cls: type, **init_args: Any) -> Any:
     from jsonargparse import Namespace
 
     return Namespace(
-        class_path=f"{LastCheckpoint.__module__}.{LastCheckpoint.__qualname__}",
-        init_args=Namespace(dirpath=config["checkpoint"]["dirpath"] or ckpt_dir),
+        class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args)
     )
 
 

@@ -176,3 +176,23 @@ def test_num_classes_mismatch_between_data_and_network():
 
     with pytest.raises(ValueError, match=r"num_classes=7 but the data has num_classes=10"):
         ClassificationModule(network=ResNet(7, depth=8, width=4), num_classes=10)
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    """2 epochs + resume to 3 == 3 epochs straight: shuffles, augmentation and optimizer state
+    all continue (the RNG states travel in the checkpoint)."""
+    config = str(CONFIGS / "digits" / "acls.yaml")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    main(["fit", "--config", config, *tiny_trainer_args(straight, epochs=3, batches=3)])
+    args = tiny_trainer_args(split, epochs=2, batches=3)
+    main(["fit", "--config", config, *args])
+    main(["fit", "--config", config, *args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"] == 9
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    momentum_a = a["optimizer_states"][0]["state"]
+    momentum_b = b["optimizer_states"][0]["state"]
+    assert all(torch.equal(momentum_a[k]["momentum_buffer"], momentum_b[k]["momentum_buffer"])
+               for k in momentum_a)  # fmt: skip
