@@ -14,7 +14,7 @@ __all__ = ["RNGState"]
 
 def _numpy_state() -> tuple[str, torch.Tensor, int, int, float]:
     """NumPy's global state with plain types (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (the global one)
     return (
         str(kind),
         torch.from_numpy(keys.astype(np.int64)),
@@ -48,7 +48,8 @@ class RNGState(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
         random.setstate(state_dict["python"])
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        state = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+        np.random.set_state(state)  # noqa: NPY002 (the global generator is what runs use)
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
