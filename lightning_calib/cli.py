@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -81,6 +82,13 @@ class LightningCalibCLI(LightningCLI):
         if "RNGState" not in present:
             callbacks.append(_namespace_callback(RNGState))
         config["trainer"]["callbacks"] = callbacks
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:  # noqa: D102
+        trainer = super().instantiate_trainer(**kwargs)
+        # `trainer.checkpoint_callback` (what `ckpt_path="best"` reads) is the first
+        # ModelCheckpoint: make it the monitored one, not `last.ckpt`.
+        trainer.callbacks.sort(key=lambda cb: isinstance(cb, LastCheckpoint))
+        return trainer
 
 
 def _class_path(cb: Any) -> str:

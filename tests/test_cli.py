@@ -41,9 +41,11 @@ def test_digits_configs_instantiate(config, tmp_path):
     assert cli.model.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.network.fc.out_features == 10
     assert cli.trainer.gradient_clip_val == 2.0
-    ckpts = [cb for cb in cli.trainer.checkpoint_callbacks]
+    ckpts = list(cli.trainer.checkpoint_callbacks)
     assert {Path(cb.dirpath) for cb in ckpts} == {tmp_path / "checkpoints"}
     assert sorted(cb.monitor or "-" for cb in ckpts) == ["-", "val/acc"]
+    # what `ckpt_path="best"` reads is the monitored checkpoint, not last.ckpt
+    assert cli.trainer.checkpoint_callback.monitor == "val/acc"
 
 
 def test_fast_dev_run_fit_of_digits_acls(tmp_path):
@@ -63,8 +65,11 @@ def test_fast_dev_run_fit_of_digits_acls(tmp_path):
 def test_fit_then_test_with_the_checkpoint_and_resume(tmp_path):
     config = str(CONFIGS / "digits" / "acls.yaml")
     args = tiny_trainer_args(tmp_path, epochs=2, batches=3)
-    main(["fit", "--config", config, *args])
+    fitted = main(["fit", "--config", config, *args])
     best, last = tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / "last.ckpt"
+    # in the fitting process, `ckpt_path="best"` is the monitored checkpoint (as the demo uses)
+    fitted.trainer.test(fitted.model, datamodule=fitted.datamodule, ckpt_path="best", verbose=False)
+    assert Path(fitted.trainer.ckpt_path) == best
     assert best.is_file() and last.is_file()
     assert torch.load(last, weights_only=False)["epoch"] == 1
     saved_config = next(tmp_path.rglob("config.yaml"))
