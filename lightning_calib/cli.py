@@ -125,11 +125,12 @@ def expand_configs(argv: list[str]) -> list[str]:
             out.append(arg)
             i += 1
             continue
-        path = Path(value)
-        if path.suffix in (".yaml", ".yml") and not path.is_file():
-            raise ConfigError(f"config file not found: {path.resolve()}")
-        if path.is_file() and has_bases(path):
-            value = yaml.safe_dump(compose(path), sort_keys=False)
+        if "\n" not in value:  # inline YAML (what DDP re-launches other ranks with) stays
+            path = Path(value)
+            if path.suffix in (".yaml", ".yml") and not path.is_file():
+                raise ConfigError(f"config file not found: {path.resolve()}")
+            if path.is_file() and has_bases(path):
+                value = yaml.safe_dump(compose(path), sort_keys=False)
         out.extend([flag, value])
     return out
 

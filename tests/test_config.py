@@ -46,3 +46,17 @@ def test_compose_errors_name_the_file(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         compose(bad)
+
+
+def test_expand_configs_composes_files_and_keeps_inline_yaml(tmp_path):
+    from lightning_calib.cli import expand_configs
+
+    write(tmp_path / "base.yaml", {"trainer": {"max_epochs": 3}})
+    leaf = write(tmp_path / "leaf.yaml", {"__base__": "base.yaml", "model": {"n_bins": 10}})
+    out = expand_configs(["fit", "--config", str(leaf), "--trainer.max_epochs=4"])
+    assert out[:2] == ["fit", "--config"] and out[3] == "--trainer.max_epochs=4"
+    assert yaml.safe_load(out[2]) == {"trainer": {"max_epochs": 3}, "model": {"n_bins": 10}}
+    # other DDP ranks are re-launched with the composed text itself: it must pass through
+    assert expand_configs(["fit", "--config", out[2]]) == ["fit", "--config", out[2]]
+    plain = write(tmp_path / "plain.yaml", {"a": 1})
+    assert expand_configs([f"--config={plain}"]) == ["--config", str(plain)]

@@ -1,0 +1,52 @@
+"""The whole validation pipeline on 2 DDP processes gives the single-process numbers.
+
+Every calibration metric and the temperature search keep sum states, so with the digits
+validation split (360 images, even shards: no sampler padding) the 2-process values equal the
+1-process ones up to float64 summation order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIGS, REPO, tiny_trainer_args
+
+from lightning_calib.cli import main
+
+CONFIG = str(CONFIGS / "digits" / "acls.yaml")
+
+
+def test_ddp_validate_equals_single_process(tmp_path):
+    args = tiny_trainer_args(tmp_path, epochs=2, batches=4)
+    main(["fit", "--config", CONFIG, *args])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    eval_args = [
+        "--trainer.limit_val_batches=null",
+        "--data.init_args.eval_batch_size=60",
+        "--model.network.init_args.width=4",
+        f"--trainer.default_root_dir={tmp_path / 'eval'}",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'eval'}",
+    ]
+    single = main(["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args])
+    expected = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
+
+    out = tmp_path / "ddp.json"
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    command = ["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args, *ddp]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_cli_script.py"), *command],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "DDP_OUT": str(out)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got.pop("world_size") == 2
+    keys = {"val/acc", "val/nll", "val/ece", "val/aece", "val/cece", "val/mce", "val/brier",
+            "val/temperature", "val/loss", "val/loss_ce", "val/loss_reg"}  # fmt: skip
+    assert keys <= expected.keys() and keys <= got.keys()
+    for key in sorted(keys):
+        assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), key
