@@ -27,7 +27,9 @@ def calibration_metrics(
     """The metric set every stage reports: accuracy, top-5, NLL, Brier, ECE, MCE, AECE, CECE.
 
     Keys (before the stage prefix): ``acc``, ``top5`` (only when ``num_classes > 5``), ``nll``,
-    ``brier``, ``ece``, ``mce``, ``aece``, ``cece``. Every metric takes logits.
+    ``brier``, ``ece``, ``mce``, ``aece``, ``cece``. Every metric takes logits. The collection
+    updates in that order and all see the same batch, so only the first (``acc``) validates it
+    (shapes, class count, target range, finite logits); the others skip the checks.
     """
     from lightning_calib.metrics import (
         ECE,
@@ -39,8 +41,8 @@ def calibration_metrics(
         TopKAccuracy,
     )
 
-    common = {"ignore_index": ignore_index}
-    metrics: dict[str, Any] = {"acc": TopKAccuracy(k=1, **common)}
+    metrics: dict[str, Any] = {"acc": TopKAccuracy(k=1, ignore_index=ignore_index)}
+    common = {"ignore_index": ignore_index, "validate_args": False}
     if num_classes > 5:
         metrics["top5"] = TopKAccuracy(k=5, **common)
     metrics.update(
@@ -166,7 +168,11 @@ class ClassificationModule(pl.LightningModule):
             None
             if temperature_grid is None
             else TemperatureGrid(
-                temperature_grid, n_bins, temperature_criterion, ignore_index=ignore_index
+                temperature_grid,
+                n_bins,
+                temperature_criterion,
+                ignore_index=ignore_index,
+                validate_args=False,  # the validation metrics check the same batch first
             )
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_inputs", "flatten", "to_rows", "valid_mask"]
+__all__ = ["check_inputs", "flatten", "safe_target", "to_rows", "valid_mask"]
 
 
 def check_inputs(
@@ -100,6 +100,22 @@ def valid_mask(target: Tensor, ignore_index: int | None) -> Tensor | None:
     if bool(keep.all()):
         return None
     return keep
+
+
+def safe_target(target: Tensor, keep: Tensor | None) -> Tensor:
+    """``target`` as int64 with the rows outside ``keep`` set to class 0.
+
+    For code that works on the unmasked layout (no row copy) and weights ignored rows out:
+    the ignored entries can then index a ``gather``/``scatter`` safely.
+
+    Example:
+        >>> t = torch.tensor([2, 255, 1])
+        >>> safe_target(t, valid_mask(t, 255)).tolist()
+        [2, 0, 1]
+    """
+    if keep is None:
+        return target.long()
+    return target.masked_fill(~keep.view(target.shape), 0).long()
 
 
 def to_rows(

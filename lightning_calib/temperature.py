@@ -43,6 +43,8 @@ class TemperatureGrid(Metric):
         ignore_index: target value whose rows are dropped.
         max_chunk_elements: bound on the ``(temperatures, rows, classes)`` block evaluated at
             once, to cap the memory of an update.
+        validate_args: check each batch (shapes, target range, finite logits); turn off where
+            the same batch was already checked.
 
     Example:
         >>> logits = torch.tensor([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [0.0, 4.0]])
@@ -69,6 +71,7 @@ class TemperatureGrid(Metric):
         criterion: str = "ece",
         ignore_index: int | None = None,
         max_chunk_elements: int = 2**24,
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
         if criterion not in ("ece", "nll"):
@@ -79,6 +82,7 @@ class TemperatureGrid(Metric):
         self.criterion = criterion
         self.ignore_index = ignore_index
         self.max_chunk_elements = max_chunk_elements
+        self.validate_args = validate_args
         n_t = len(self.temperatures)
         self.add_state("count", torch.zeros(n_t, n_bins, dtype=torch.int64), "sum")
         self.add_state("conf_sum", torch.zeros(n_t, n_bins, dtype=torch.float64), "sum")
@@ -89,7 +93,12 @@ class TemperatureGrid(Metric):
         logits = logits.detach()
         temps = self.temperatures.to(logits.device)
         count, conf, correct = binned_calibration_stats(
-            logits, target, self.n_bins, self.ignore_index, temperature=temps
+            logits,
+            target,
+            self.n_bins,
+            self.ignore_index,
+            temperature=temps,
+            validate_args=self.validate_args,
         )
         self.count = self.count + count.to(self.count)
         self.conf_sum = self.conf_sum + conf.to(self.conf_sum)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lightning_calib.rows import check_inputs, to_rows, valid_mask
+from lightning_calib.rows import check_inputs, safe_target, to_rows, valid_mask
 
 __all__ = ["Batch", "CalibrationLoss", "check_number"]
 
@@ -212,10 +212,10 @@ class CalibrationLoss(nn.Module, ABC):
             logits = logits.float()
         keep = valid_mask(target, self.ignore_index)
         if keep is None:
-            safe, denominator = target.long(), float(max(target.numel(), 1))
+            denominator = float(max(target.numel(), 1))
         else:
-            safe = torch.where(keep, target, 0).long()
             denominator = keep.sum().clamp_min(1).to(logits.dtype)
+        safe = safe_target(target, keep)
         return Batch(logits, safe, keep, denominator, target, self.ignore_index)
 
     def extra_repr(self) -> str:

@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from lightning_calib.rows import check_inputs, valid_mask
+from lightning_calib.rows import check_inputs, safe_target, valid_mask
 
 __all__ = [
     "STREAMING_OCTAVES",
@@ -214,12 +214,6 @@ def _as_3d(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return preds.detach().reshape(n, c, p), target.reshape(n, p)
 
 
-def _safe_target(t2: Tensor, keep: Tensor | None) -> Tensor:
-    """Target as int64 with ignored entries replaced by class 0, so it can index a gather."""
-    safe = t2 if keep is None else t2.masked_fill(~keep.view(t2.shape), 0)
-    return safe.long()
-
-
 def _shifted_logits(zc: Tensor, zmax64: Tensor, buf: Tensor, temperature: float) -> Tensor:
     """``(z - max z) / T`` of one chunk in float64, written into (a view of) ``buf``."""
     d = buf[: zc.numel()].view(zc.shape)
@@ -242,7 +236,7 @@ def _top_prepare(
     keep = valid_mask(t2.reshape(-1), ignore_index)
     if n * p == 0:
         return z3, z3.new_zeros((n, 1, p)), torch.zeros(0, dtype=torch.bool), keep
-    safe = _safe_target(t2, keep)
+    safe = safe_target(t2, keep)
     zmax = z3.amax(1, keepdim=True)
     correct = (z3.gather(1, safe.unsqueeze(1)) == zmax).reshape(-1)
     return z3, zmax, correct, keep
@@ -1000,7 +994,7 @@ def _row_reduce(
     z3, t2 = _as_3d(preds, target)
     n, c, p = z3.shape
     keep = valid_mask(t2.reshape(-1), ignore_index)
-    safe = _safe_target(t2, keep).unsqueeze(1)
+    safe = safe_target(t2, keep).unsqueeze(1)
     device = preds.device
     out_dtype = torch.long if kernel == "topk" else _F64
     values = torch.empty((n, p), dtype=out_dtype, device=device)
