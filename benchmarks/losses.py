@@ -9,9 +9,10 @@ the way the public code writes it (flatten and mask copy, ``max``, ``repeat``, i
 ``relu``, square, sum; FLSD's gamma picked in a per-sample Python loop), and checks in float64
 that ours gives the same loss and gradient (``max |diff|``).
 
-Every function is timed in the same rounds, interleaved (one call each, in rotating order,
-per round), after warm-up; a ratio is the median over rounds of time / time(CE) in that
-round, which cancels most of the drift of a shared machine. On a busy machine, ``--clock
+Every function is timed in the same rounds, interleaved (in rotating order, each timing a
+run of back-to-back calls lasting ~2 ms, as a training loop calls its loss), after warm-up;
+a ratio is the median over rounds of time / time(CE) in that round, which cancels most of
+the drift of a shared machine. On a busy machine, ``--clock
 cpu`` (with ``--threads 1``) times the CPU time of the calling thread, which leaves out the
 time other processes take from it. Never a timed test: run it by hand.
 
@@ -34,6 +35,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import losses._native as native
 from lightning_calib.rows import to_rows
 from losses import (
     ACLS,
@@ -100,6 +102,20 @@ def plain_flsd(logits, target, gamma=3.0):
     return (-1 * (1 - pt) ** gammas * logpt).mean()
 
 
+def eager(loss: LossFn) -> LossFn:
+    """``loss`` on its PyTorch implementation (losses/_fused.py), the C kernel switched off."""
+    default = native._enabled
+
+    def call(logits: Tensor, target: Tensor) -> Tensor:
+        native._enabled = False
+        try:
+            return loss(logits, target)
+        finally:
+            native._enabled = default
+
+    return call
+
+
 # --- timing ----------------------------------------------------------------------------------
 
 CLOCK = time.perf_counter  # main() switches to time.thread_time with --clock cpu
@@ -116,9 +132,10 @@ def fwd_bwd(fn: LossFn, logits: Tensor, target: Tensor) -> Callable[[], None]:
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], None]], rounds: int, warmup: int
+    steps: dict[str, Callable[[], None]], rounds: int, warmup: int, number: int = 1
 ) -> dict[str, list[float]]:
-    """Per function, the list of per-round seconds; one call each per round, rotating."""
+    """Per function, the list of per-round seconds per call; ``number`` back-to-back calls
+    each per round (as a training loop calls its loss), in rotating order."""
     names = list(steps)
     for _ in range(warmup):
         for name in names:
@@ -126,10 +143,19 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            step = steps[name]
             start = CLOCK()
-            steps[name]()
-            times[name].append(CLOCK() - start)
+            for _ in range(number):
+                step()
+            times[name].append((CLOCK() - start) / number)
     return times
+
+
+def calls_per_sample(step: Callable[[], None], target: float = 10e-3) -> int:
+    """How many back-to-back calls of ``step`` take about ``target`` seconds (at least 1)."""
+    start = time.perf_counter()
+    step()
+    return max(1, int(target / max(time.perf_counter() - start, 1e-7)))
 
 
 def ratio(times: dict[str, list[float]], name: str, base: str) -> float:
@@ -183,9 +209,15 @@ def bench(shape: tuple[int, ...], rounds: int, warmup: int, slow_rounds: int) ->
         if name in ("CrossEntropy", "FLSD", "MbLS", "ACLS"):
             unchecked = type(loss)(ignore_index=IGNORE, validate=False)
             steps[name + " nv"] = fwd_bwd(unchecked, logits, target)
+        if name in ("MbLS", "ACLS") and native.library() is not None:
+            steps[name + " eager"] = fwd_bwd(eager(loss), logits, target)
     for name, fn in plain.items():
         steps[name + " plain"] = fwd_bwd(fn, logits, target)
-    times = time_interleaved({k: v for k, v in steps.items() if k not in slow}, rounds, warmup)
+    steps["CE"]()  # warm
+    number = calls_per_sample(steps["CE"])
+    times = time_interleaved(
+        {k: v for k, v in steps.items() if k not in slow}, rounds, warmup, number
+    )
     slow_times = time_interleaved(
         {"CE": steps["CE"], **{k: v for k, v in steps.items() if k in slow}}, slow_rounds, 1
     )
@@ -196,15 +228,24 @@ def bench(shape: tuple[int, ...], rounds: int, warmup: int, slow_rounds: int) ->
         return ratio(times, name, "CE")
 
     ce_ms = statistics.median(times["CE"]) * 1e3
-    print(f"\n{tuple(shape)}: F.cross_entropy forward+backward {ce_ms:.2f} ms = 1.00")
-    print(f"{'loss':<16}{'ours':>7}{'nv':>7}{'plain':>8}{'plain/ours':>12}{'f64 max|diff|':>15}")
+    print(
+        f"\n{tuple(shape)}: F.cross_entropy forward+backward {ce_ms:.3f} ms = 1.00 "
+        f"({number} back-to-back calls per timing)"
+    )
+    print(
+        f"{'loss':<16}{'ours':>7}{'nv':>7}{'eager':>7}{'plain':>8}{'plain/ours':>12}"
+        f"{'f64 max|diff|':>15}{'eager f64 |diff|':>18}"
+    )
     for name in ours:
         nv = f"{of(name + ' nv'):.2f}" if name + " nv" in times else "-"
-        line = f"{name:<16}{of(name):>7.2f}{nv:>7}"
+        fallback = f"{of(name + ' eager'):.2f}" if name + " eager" in times else "-"
+        line = f"{name:<16}{of(name):>7.2f}{nv:>7}{fallback:>7}"
         if name in plain:
             gap = float64_gap(ours[name], plain[name], logits, target)
             p = of(name + " plain")
             line += f"{p:>8.2f}{p / of(name):>11.1f}x{gap:>15.1e}"
+            if name + " eager" in times:
+                line += f"{float64_gap(ours[name], eager(ours[name]), logits, target):>18.1e}"
         print(line)
 
 
@@ -244,8 +285,11 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
         f"median of {args.rounds} interleaved rounds after {args.warmup} warm-up.\n"
         "Forward+backward time / F.cross_entropy's on the same input. ours: default "
-        "(validate=True); nv: validate=False;\nplain: the same formula written as the public "
-        "code writes it; f64 max|diff|: ours vs plain, loss and gradient, in float64."
+        "(validate=True; ACLS/MbLS on the C kernel); nv: validate=False;\neager: ACLS/MbLS on "
+        "their PyTorch implementation (the fallback); plain: the same formula written as the "
+        "public code\nwrites it; f64 max|diff|: ours vs plain (or vs eager), loss and gradient, "
+        "in float64.\n"
+        f"C kernel: {'built, ' + native.build().name if native.library() else 'unavailable'}"
     )
     bench((128, 200), args.rounds, args.warmup, args.rounds)
     bench((4, 21, 256, 256), args.rounds, args.warmup, args.slow_rounds)

@@ -22,6 +22,7 @@ def check_inputs(
     *,
     num_classes: int | None = None,
     preds_name: str = "preds",
+    check_values: bool = True,
 ) -> None:
     """Validate a ``(preds, target)`` pair; raise ``ValueError`` naming what is wrong.
 
@@ -31,6 +32,8 @@ def check_inputs(
         ignore_index: target value that marks rows to drop, or ``None``.
         num_classes: the expected ``C``, when the caller knows it.
         preds_name: how the error messages call ``preds`` (``"logits"`` in the losses).
+        check_values: check the target values (one pass over the target); ``False`` only for
+            a caller that checks them itself, with the same error.
 
     Raises:
         ValueError: wrong rank, shape mismatch, non-floating ``preds``, non-integer ``target``,
@@ -56,7 +59,7 @@ def check_inputs(
         raise ValueError(
             f"`{preds_name}` has {n_cls} classes in dim 1; expected num_classes={num_classes}."
         )
-    if target.numel() == 0:
+    if not check_values or target.numel() == 0:
         return
     lo, hi = (int(v) for v in torch.aminmax(target))
     if (lo < 0 or hi >= n_cls) and ignore_index is not None and lo <= ignore_index <= hi:

@@ -21,18 +21,22 @@ Per block, with one scratch buffer ``a``:
   ``z == zmax`` (the positives), and each is folded into the gradient.
 
 Per-row terms go to two ``(N, 1, *S)`` buffers, weighted once at the end by ``weight``
-(``1[valid] / N``, or the float ``1 / N`` when every row is valid); ignored rows get weight
-zero, so their (finite) logits reach neither the loss nor the gradient. The functions are
+(``1[valid] / N``, or the float ``1 / N`` when every row is valid); the terms and gradient of
+ignored rows are set to zero first, so their logits (even inf or NaN) reach neither. The functions are
 once-differentiable (no double backward).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from losses import _native
+from losses.base import Batch
 
 __all__ = ["ACLSFunction", "MbLSFunction"]
 
@@ -76,8 +80,8 @@ def _run_blocks(
     ``(b, 1, r)`` to fill. The gradient is ``None`` unless ``needs_grad``.
     """
     n, n_cls = logits.shape[:2]
-    z = logits.reshape(n, n_cls, -1)
-    r = z.shape[2]
+    r = math.prod(logits.shape[2:])
+    z = logits.reshape(n, n_cls, r)
     y = target.reshape(n, 1, r)
     w = weight.reshape(n, 1, r) if isinstance(weight, Tensor) else weight
     grad = torch.empty_like(z) if needs_grad else None
@@ -105,6 +109,12 @@ def _run_blocks(
             )
     flat = per_row.view(2, -1)
     if isinstance(weight, Tensor):
+        # Ignored rows are dropped, not multiplied by 0: whatever their logits hold (inf, NaN)
+        # reaches neither the sums nor the gradient.
+        ignored = w == 0
+        per_row.masked_fill_(ignored, 0.0)
+        if grad is not None:
+            grad.masked_fill_(ignored, 0.0)
         sums = torch.mv(flat, weight.reshape(-1))
     else:
         sums = flat.sum(1).mul_(weight)
@@ -165,6 +175,23 @@ def _scaled(grad: Tensor, grad_total: Tensor | None) -> Tensor | None:
     return grad * grad_total
 
 
+def _column(batch: Batch) -> Tensor | float:
+    """The row weights with a size-1 class dim, ``(N, 1, *S)``, or the float ``1 / N``."""
+    weight = batch.weight
+    return weight.unsqueeze(1) if isinstance(weight, Tensor) else weight
+
+
+def _finish(
+    ctx: FunctionCtx, total: Tensor, ce: Tensor, reg: Tensor, grad: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(total, ce, reg)``; saves the gradient and marks the parts as constants."""
+    if grad is not None:
+        ctx.save_for_backward(grad)
+    ctx.mark_non_differentiable(ce, reg)
+    ctx.set_materialize_grads(False)
+    return total, ce, reg
+
+
 def _any(flags: Tensor, block: Tensor) -> bool:
     """Whether ``flags`` has a nonzero entry; assumed true for small blocks (no sync)."""
     return block.numel() < _SKIP_CHECK_FROM or bool(flags.any())
@@ -181,22 +208,38 @@ class ACLSFunction(torch.autograd.Function):
     - 2 alpha neg_lambda / (K - 1) [zmax - z - M]_+)``, the implicit soft targets of the
     reference. ``ce`` and ``reg`` are returned for logging and are not differentiable.
 
-    Args (of :meth:`apply`): ``logits (N, K, *S)``, safe ``target (N, 1, *S)`` (no ignore
-    value), ``weight`` (tensor ``(N, 1, *S)`` or float), ``margin >= 0``, ``alpha``,
-    ``pos_lambda``, ``neg_lambda``.
+    On CPU (float32/float64) the C kernel of :mod:`losses._native` computes all of it in one
+    call; elsewhere, or without the kernel, the PyTorch code below.
+
+    Args (of :meth:`apply`): ``logits (N, K, *S)``, the :class:`~losses.base.Batch` they
+    come from (target, ignored rows), ``margin >= 0``, ``alpha``, ``pos_lambda``,
+    ``neg_lambda``.
     """
 
     @staticmethod
     def forward(
         ctx: FunctionCtx,
         logits: Tensor,
-        target: Tensor,
-        weight: Tensor | float,
+        batch: Batch,
         margin: float,
         alpha: float,
         pos_lambda: float,
         neg_lambda: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        needs_grad = ctx.needs_input_grad[0]
+        fast = _native.margin_loss(
+            _native.ACLS,
+            logits,
+            batch.raw_target,
+            batch.ignore_index,
+            margin=margin,
+            alpha=alpha,
+            pos_lambda=pos_lambda,
+            neg_lambda=neg_lambda,
+            needs_grad=needs_grad,
+        )
+        if fast is not None:
+            return _finish(ctx, *fast)
         n_cls = logits.shape[1]
         neg_scale = neg_lambda / (n_cls - 1) if n_cls > 1 else 0.0
 
@@ -224,14 +267,9 @@ class ACLSFunction(torch.autograd.Function):
                 else:
                     grad.addcmul_(tie, over, value=2.0 * alpha * pos_lambda * w)
 
-        needs_grad = ctx.needs_input_grad[0]
-        ce, reg, grad = _run_blocks(kernel, logits, target, weight, needs_grad)
-        total = torch.add(ce, reg, alpha=alpha)
-        if needs_grad:
-            ctx.save_for_backward(grad)
-        ctx.mark_non_differentiable(ce, reg)
-        ctx.set_materialize_grads(False)
-        return total, ce, reg
+        target = batch.target.unsqueeze(1)
+        ce, reg, grad = _run_blocks(kernel, logits, target, _column(batch), needs_grad)
+        return _finish(ctx, torch.add(ce, reg, alpha=alpha), ce, reg, grad)
 
     @staticmethod
     @once_differentiable
@@ -250,19 +288,29 @@ class MbLSFunction(torch.autograd.Function):
     the tied entries (the subgradient :func:`torch.amax` uses). ``ce`` and ``reg`` are returned
     for logging and are not differentiable.
 
-    Args (of :meth:`apply`): ``logits (N, K, *S)``, safe ``target (N, 1, *S)``, ``weight``
-    (tensor ``(N, 1, *S)`` or float), ``margin >= 0``, ``alpha``.
+    On CPU (float32/float64) the C kernel of :mod:`losses._native` computes all of it in one
+    call; elsewhere, or without the kernel, the PyTorch code below.
+
+    Args (of :meth:`apply`): ``logits (N, K, *S)``, the :class:`~losses.base.Batch` they
+    come from, ``margin >= 0``, ``alpha``.
     """
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
-        logits: Tensor,
-        target: Tensor,
-        weight: Tensor | float,
-        margin: float,
-        alpha: float,
+        ctx: FunctionCtx, logits: Tensor, batch: Batch, margin: float, alpha: float
     ) -> tuple[Tensor, Tensor, Tensor]:
+        needs_grad = ctx.needs_input_grad[0]
+        fast = _native.margin_loss(
+            _native.MBLS,
+            logits,
+            batch.raw_target,
+            batch.ignore_index,
+            margin=margin,
+            alpha=alpha,
+            needs_grad=needs_grad,
+        )
+        if fast is not None:
+            return _finish(ctx, *fast)
         coef = alpha / logits.shape[1]
 
         def kernel(z, y, w, grad, a, ce_out, reg_out) -> None:
@@ -280,15 +328,10 @@ class MbLSFunction(torch.autograd.Function):
             share = count.div_(tie.sum(1, keepdim=True)).mul_(w)
             grad.addcmul_(tie, share, value=-coef)
 
-        needs_grad = ctx.needs_input_grad[0]
-        ce, neg_hinge, grad = _run_blocks(kernel, logits, target, weight, needs_grad)
+        target = batch.target.unsqueeze(1)
+        ce, neg_hinge, grad = _run_blocks(kernel, logits, target, _column(batch), needs_grad)
         reg = neg_hinge.div_(-logits.shape[1])
-        total = torch.add(ce, reg, alpha=alpha)
-        if needs_grad:
-            ctx.save_for_backward(grad)
-        ctx.mark_non_differentiable(ce, reg)
-        ctx.set_materialize_grads(False)
-        return total, ce, reg
+        return _finish(ctx, torch.add(ce, reg, alpha=alpha), ce, reg, grad)
 
     @staticmethod
     @once_differentiable

@@ -21,6 +21,7 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -79,24 +80,45 @@ def check_number(
 class Batch:
     """A validated ``(logits, target)`` pair, seen as rows without copying the logits.
 
+    The mask, the safe target and the denominator are computed on first use (and cached), so
+    a loss that reads only ``raw_target`` (the C kernels of :mod:`losses._native`) pays for
+    none of them.
+
     Attributes:
         logits: ``(N, K)`` or ``(N, K, *spatial)``; float32 when the input was half precision.
             The class dim stays at 1: a row is ``logits[n, :, *s]``.
-        target: ``(N,)`` or ``(N, *spatial)`` int64 class indices, the ignored entries replaced
-            by ``0`` so that ``gather``/``scatter`` on them are safe (their weight is zero).
-        keep: boolean mask of valid rows (shape of ``target``), or ``None`` when all are valid.
-        denominator: the number of valid rows, at least 1 (a float, or a 0-dim tensor when
-            ``keep`` is given, so that no host synchronisation is needed).
-        raw_target: the target as given, ignored entries included.
+        raw_target: ``(N,)`` or ``(N, *spatial)`` class indices as given, ignored entries
+            included.
         ignore_index: the ignored target value.
     """
 
     logits: Tensor
-    target: Tensor
-    keep: Tensor | None
-    denominator: Tensor | float
     raw_target: Tensor
     ignore_index: int
+
+    @cached_property
+    def keep(self) -> Tensor | None:
+        """Boolean mask of valid rows (shape of the target), or ``None`` when all are valid."""
+        return valid_mask(self.raw_target, self.ignore_index)
+
+    @cached_property
+    def target(self) -> Tensor:
+        """int64 class indices, the ignored entries replaced by ``0``.
+
+        Their weight is zero; the replacement only makes ``gather``/``scatter`` on them safe.
+        """
+        return safe_target(self.raw_target, self.keep)
+
+    @cached_property
+    def denominator(self) -> Tensor | float:
+        """The number of valid rows, at least 1.
+
+        A float, or a 0-dim tensor of the logits' dtype when ``keep`` is given (no host
+        synchronisation).
+        """
+        if self.keep is None:
+            return float(max(self.raw_target.numel(), 1))
+        return self.keep.sum().clamp_min(1).to(self.logits.dtype)
 
     @property
     def num_classes(self) -> int:
@@ -205,18 +227,26 @@ class CalibrationLoss(nn.Module, ABC):
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Compute ``(total, parts)`` on a prepared batch (parts may still carry grad)."""
 
+    def _checks_target_values(self, logits: Tensor) -> bool:
+        """Whether :meth:`_compute` checks the target values itself on these logits.
+
+        When it does (the C kernel of ACLS/MbLS, which reads every target before any logit),
+        validation skips its own pass over the target; the error is the same.
+        """
+        return False
+
     def _batch(self, logits: Tensor, target: Tensor) -> Batch:
-        if self.validate:
-            check_inputs(logits, target, self.ignore_index, preds_name="logits")
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        keep = valid_mask(target, self.ignore_index)
-        if keep is None:
-            denominator = float(max(target.numel(), 1))
-        else:
-            denominator = keep.sum().clamp_min(1).to(logits.dtype)
-        safe = safe_target(target, keep)
-        return Batch(logits, safe, keep, denominator, target, self.ignore_index)
+        if self.validate:
+            check_inputs(
+                logits,
+                target,
+                self.ignore_index,
+                preds_name="logits",
+                check_values=not self._checks_target_values(logits),
+            )
+        return Batch(logits, target, self.ignore_index)
 
     def extra_repr(self) -> str:
         """The constructor arguments and their values, for ``repr``."""

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from losses import _native
 from losses._fused import ACLSFunction, MbLSFunction
 from losses.base import Batch, CalibrationLoss, check_number
 
 __all__ = ["ACLS", "MbLS"]
-
-
-def _column(batch: Batch) -> Tensor | float:
-    """The row weights with a size-1 class dim, ``(N, 1, *S)``, or the float ``1 / N``."""
-    weight = batch.weight
-    return weight.unsqueeze(1) if isinstance(weight, Tensor) else weight
 
 
 class MbLS(CalibrationLoss):
@@ -73,10 +68,11 @@ class MbLS(CalibrationLoss):
         self.margin = check_number("margin", margin, low=0.0)
         self.alpha = check_number("alpha", alpha, low=0.0)
 
+    def _checks_target_values(self, logits: Tensor) -> bool:
+        return _native.serves(logits)
+
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        total, ce, reg = MbLSFunction.apply(
-            batch.logits, batch.target.unsqueeze(1), _column(batch), self.margin, self.alpha
-        )
+        total, ce, reg = MbLSFunction.apply(batch.logits, batch, self.margin, self.alpha)
         return total, {"ce": ce, "reg": reg}
 
 
@@ -151,11 +147,13 @@ class ACLS(CalibrationLoss):
         self.neg_lambda = check_number("neg_lambda", neg_lambda, low=0.0)
         self.margin = check_number("margin", margin, low=0.0)
 
+    def _checks_target_values(self, logits: Tensor) -> bool:
+        return _native.serves(logits)
+
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         total, ce, reg = ACLSFunction.apply(
             batch.logits,
-            batch.target.unsqueeze(1),
-            _column(batch),
+            batch,
             self.margin,
             self.alpha,
             self.pos_lambda,

@@ -33,3 +33,39 @@ def tiny_trainer_args(root: Path, epochs: int = 1, batches: int = 2) -> list[str
         f"--trainer.limit_test_batches={batches}",
         "--model.network.init_args.width=4",
     ]
+
+
+# --- the two implementations of ACLS/MbLS --------------------------------------------------------
+
+MARGIN_KERNELS = ("native", "eager")
+
+
+def use_margin_kernel(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ACLS/MbLS run on one implementation only, so that a test cannot pass on the other.
+
+    ``native``: the C kernel of :mod:`losses._native` (it must build: a failure is a test
+    failure, not a silent fallback) and the eager code made to raise. ``eager``: the PyTorch
+    code of :mod:`losses._fused`, the kernel switched off.
+    """
+    import losses._fused as fused
+    import losses._native as native
+
+    if kind == "native":
+        assert native.library() is not None, "the C kernel did not build (see the warning)"
+        monkeypatch.setattr(native, "_enabled", True)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the eager margin code ran where the C kernel should have")
+
+        monkeypatch.setattr(fused, "_run_blocks", refuse)
+    elif kind == "eager":
+        monkeypatch.setattr(native, "_enabled", False)
+    else:
+        raise ValueError(f"unknown margin kernel {kind!r}")
+
+
+@pytest.fixture(params=MARGIN_KERNELS)
+def margin_kernel(request, monkeypatch) -> str:
+    """Run the test once on each implementation of ACLS/MbLS."""
+    use_margin_kernel(request.param, monkeypatch)
+    return request.param

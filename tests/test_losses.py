@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MARGIN_KERNELS, use_margin_kernel
 
 from losses import (
     ACLS,
@@ -26,6 +27,7 @@ from losses import (
     MbLS,
 )
 from losses._fused import ACLSFunction, MbLSFunction
+from losses.base import Batch
 from losses.cpc import PairwiseExclusion
 from losses.mmce import mmce_penalty
 
@@ -163,6 +165,21 @@ REFERENCES = {
 }
 
 SHAPES = {"cls": (23, 7), "seg": (2, 6, 4, 5)}
+MARGIN = {ACLS, MbLS}
+
+
+def with_kernels(names, losses):
+    """``(name, kernel)`` pairs: the margin losses on both implementations, the rest once."""
+    return [
+        pytest.param(n, k, id=f"{n}-{k}" if k else n)
+        for n, loss in zip(names, losses)
+        for k in (MARGIN_KERNELS if loss in MARGIN or type(loss) in MARGIN else (None,))
+    ]
+
+
+def use_kernel(kernel, monkeypatch):
+    if kernel is not None:
+        use_margin_kernel(kernel, monkeypatch)
 
 
 def make_input(shape, scale=4.0, seed=0, ignore_frac=0.25, dtype=torch.float64):
@@ -184,9 +201,13 @@ def value_and_grad(fn, logits, target):
 # --- every loss against its reference ---------------------------------------------------------
 
 
+REFERENCE_CASES = with_kernels(REFERENCES, [v[0] for v in REFERENCES.values()])
+
+
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("name", REFERENCES)
-def test_matches_float64_reference(name, shape):
+@pytest.mark.parametrize(("name", "kernel"), REFERENCE_CASES)
+def test_matches_float64_reference(name, kernel, shape, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     cls, kwargs, ref = REFERENCES[name]
     # Scale 8 puts the default margins (10) to work: max logits above 10, distances above 10.
     logits, target = make_input(shape, scale=8.0 if "default" in name else 4.0)
@@ -199,8 +220,9 @@ def test_matches_float64_reference(name, shape):
     assert (grad.movedim(1, -1)[target == IGNORE] == 0).all()
 
 
-@pytest.mark.parametrize("name", REFERENCES)
-def test_ignored_logits_change_nothing(name):
+@pytest.mark.parametrize(("name", "kernel"), REFERENCE_CASES)
+def test_ignored_logits_change_nothing(name, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     cls, kwargs, _ = REFERENCES[name]
     logits, target = make_input(SHAPES["seg"], seed=1)
     loss = cls(ignore_index=IGNORE, **kwargs)
@@ -214,7 +236,7 @@ def test_ignored_logits_change_nothing(name):
     torch.testing.assert_close(grad2, grad, rtol=1e-12, atol=1e-14)
 
 
-def test_float32_close_to_float64():
+def test_float32_close_to_float64(margin_kernel):
     logits, target = make_input(SHAPES["seg"], scale=8.0)
     for cls, kwargs, _ in REFERENCES.values():
         loss = cls(ignore_index=IGNORE, **kwargs)
@@ -256,8 +278,9 @@ ZERO_WEIGHT = {
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("name", ZERO_WEIGHT)
-def test_zero_weight_equals_cross_entropy(name, shape):
+@pytest.mark.parametrize(("name", "kernel"), with_kernels(ZERO_WEIGHT, ZERO_WEIGHT.values()))
+def test_zero_weight_equals_cross_entropy(name, kernel, shape, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input(shape, scale=6.0)
     ours = value_and_grad(ZERO_WEIGHT[name], logits, target)
     theirs = value_and_grad(lambda z, t: F.cross_entropy(z, t, ignore_index=IGNORE), logits, target)
@@ -279,8 +302,9 @@ TOTALS = {
 }
 
 
-@pytest.mark.parametrize("name", TOTALS)
-def test_parts_are_unweighted_terms(name):
+@pytest.mark.parametrize(("name", "kernel"), with_kernels(TOTALS, [v[0] for v in TOTALS.values()]))
+def test_parts_are_unweighted_terms(name, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     loss, combine = TOTALS[name]
     logits, target = make_input(SHAPES["cls"], ignore_frac=0.0)
     total, parts = loss.forward_with_parts(logits, target)
@@ -288,7 +312,7 @@ def test_parts_are_unweighted_terms(name):
     torch.testing.assert_close(parts["ce"], F.cross_entropy(logits, target), rtol=1e-12, atol=0)
 
 
-def test_acls_reg_part_is_the_reference_regularizer():
+def test_acls_reg_part_is_the_reference_regularizer(margin_kernel):
     logits, target = make_input(SHAPES["seg"], scale=8.0)
     _, parts = ACLS(ignore_index=IGNORE).forward_with_parts(logits, target)
     rows, labels = valid_rows(logits, target)
@@ -323,7 +347,7 @@ def acls_soft_target_grad(logits, target, alpha, pos_lambda, neg_lambda, margin)
 
 
 @pytest.mark.parametrize("margin", [0.0, 3.0, 10.0])
-def test_acls_gradient_is_the_soft_target_formula(margin):
+def test_acls_gradient_is_the_soft_target_formula(margin, margin_kernel):
     logits, target = make_input((40, 9), scale=8.0, seed=3)
     kwargs = {"alpha": 0.2, "pos_lambda": 0.9, "neg_lambda": 0.3, "margin": margin}
     _, grad = value_and_grad(ACLS(ignore_index=IGNORE, **kwargs), logits, target)
@@ -340,7 +364,7 @@ def regularizer_grad(pos_lambda, neg_lambda, logits, target):
     return grad - ce_grad
 
 
-def test_acls_positive_term_only_pushes_the_top_logit_down():
+def test_acls_positive_term_only_pushes_the_top_logit_down(margin_kernel):
     logits, target = make_input((60, 8), scale=4.0, seed=4, ignore_frac=0.0)
     grad = regularizer_grad(1.0, 0.0, logits, target)
     top = logits == logits.amax(1, keepdim=True)
@@ -351,7 +375,7 @@ def test_acls_positive_term_only_pushes_the_top_logit_down():
     assert (over > 0).sum() > 10
 
 
-def test_acls_negative_term_never_moves_the_top_logit():
+def test_acls_negative_term_never_moves_the_top_logit(margin_kernel):
     logits, target = make_input((60, 8), scale=4.0, seed=5, ignore_frac=0.0)
     grad = regularizer_grad(0.0, 1.0, logits, target)
     top = logits == logits.amax(1, keepdim=True)
@@ -360,7 +384,7 @@ def test_acls_negative_term_never_moves_the_top_logit():
     assert (grad[~top] < 0).sum() > 20
 
 
-def test_acls_ties_count_every_tied_entry_as_positive():
+def test_acls_ties_count_every_tied_entry_as_positive(margin_kernel):
     logits = torch.tensor([[13.0, 13.0, 1.0, 0.0], [12.0, 12.0, 12.0, -5.0]], dtype=torch.float64)
     target = torch.tensor([0, 3])
     loss = ACLS(alpha=0.5, pos_lambda=1.0, neg_lambda=0.0, margin=10.0)
@@ -374,7 +398,7 @@ def test_acls_ties_count_every_tied_entry_as_positive():
     torch.testing.assert_close(grad - ce_grad, expected, rtol=1e-12, atol=1e-15)
 
 
-def test_mbls_tie_splits_the_max_gradient_like_amax():
+def test_mbls_tie_splits_the_max_gradient_like_amax(margin_kernel):
     logits = torch.tensor([[13.0, 13.0, 1.0, 0.0]], dtype=torch.float64)
     target = torch.tensor([0])
     loss = MbLS(margin=10.0, alpha=1.0)
@@ -388,7 +412,7 @@ def test_mbls_tie_splits_the_max_gradient_like_amax():
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
 
 
-def test_margin_above_the_folded_shift():
+def test_margin_above_the_folded_shift(margin_kernel):
     """Margins above 60 are not folded into the exponent; same results."""
     logits, target = make_input((30, 6), scale=60.0, seed=6)
     for cls, ref in ((ACLS, ref_acls), (MbLS, ref_mbls)):
@@ -408,6 +432,7 @@ def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads
     change nothing."""
     import losses._fused as fused
 
+    use_margin_kernel("eager", monkeypatch)
     logits, target = make_input(shape, scale=6.0, seed=7)
     losses = [ACLS(margin=margin, ignore_index=IGNORE), MbLS(margin=margin, ignore_index=IGNORE)]
     expected = [value_and_grad(loss, logits, target) for loss in losses]
@@ -432,6 +457,7 @@ def test_fused_blocks_and_skip_checks(monkeypatch, shape, margin, block, threads
 def test_errors_inside_blocks_propagate(monkeypatch):
     import losses._fused as fused
 
+    use_margin_kernel("eager", monkeypatch)
     monkeypatch.setattr(fused, "_CPU_BLOCK", 10)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -454,7 +480,7 @@ def test_blocks_cover_every_logit_once():
         assert (seen == 1).all()
 
 
-def test_backward_scaling_and_retained_graph():
+def test_backward_scaling_and_retained_graph(margin_kernel):
     logits, target = make_input(SHAPES["seg"], scale=8.0, seed=8)
     for loss in (ACLS(ignore_index=IGNORE), MbLS(ignore_index=IGNORE)):
         _, grad = value_and_grad(loss, logits, target)
@@ -468,7 +494,7 @@ def test_backward_scaling_and_retained_graph():
         torch.testing.assert_close(leaf.grad, 3 * grad, rtol=1e-15, atol=0)
 
 
-def test_fused_functions_refuse_double_backward():
+def test_fused_functions_refuse_double_backward(margin_kernel):
     logits, target = make_input((4, 5), scale=8.0, ignore_frac=0.0)
     leaf = logits.clone().requires_grad_()
     (grad,) = torch.autograd.grad(ACLS()(leaf, target), leaf, create_graph=True)
@@ -479,39 +505,36 @@ def test_fused_functions_refuse_double_backward():
 # --- gradcheck of the hand-written backward passes ----------------------------------------------
 
 
-def fused_inputs(weighted):
+def fused_inputs(ignored):
+    """A small dense batch; with ``ignored``, a quarter of the pixels carry the ignore index."""
     logits, target = make_input((3, 5, 2, 2), scale=6.0, seed=9, ignore_frac=0.0)
-    if weighted:
-        gen = torch.Generator().manual_seed(0)
-        weight = torch.rand((3, 1, 2, 2), dtype=torch.float64, generator=gen)
-    else:
-        weight = 1.0 / 12
-    return logits.clone().requires_grad_(), target.unsqueeze(1), weight
+    if ignored:
+        target[0, 1, 0] = target[2, :, 1] = IGNORE
+    leaf = logits.clone().requires_grad_()
+    return leaf, Batch(leaf, target, IGNORE)
 
 
-@pytest.mark.parametrize("weighted", [False, True], ids=["float-weight", "row-weights"])
-def test_gradcheck_fused_functions(weighted):
+@pytest.mark.parametrize("ignored", [False, True], ids=["all-valid", "ignored-rows"])
+def test_gradcheck_fused_functions(ignored, margin_kernel):
     """MbLS, and ACLS without its negative term, are plain functions: gradcheck them.
 
     ACLS's negative term stops the gradient through the max, so its gradient is not the
     derivative of its value at the top logit, by design; it is checked just below.
     """
-    leaf, safe, weight = fused_inputs(weighted)
+    leaf, batch = fused_inputs(ignored)
+    assert torch.autograd.gradcheck(lambda z: MbLSFunction.apply(z, batch, 2.0, 0.3)[0], (leaf,))
     assert torch.autograd.gradcheck(
-        lambda z: MbLSFunction.apply(z, safe, weight, 2.0, 0.3)[0], (leaf,)
-    )
-    assert torch.autograd.gradcheck(
-        lambda z: ACLSFunction.apply(z, safe, weight, 2.0, 0.3, 0.8, 0.0)[0], (leaf,)
+        lambda z: ACLSFunction.apply(z, batch, 2.0, 0.3, 0.8, 0.0)[0], (leaf,)
     )
 
 
-@pytest.mark.parametrize("weighted", [False, True], ids=["float-weight", "row-weights"])
-def test_acls_negative_term_finite_differences_off_the_max(weighted):
+@pytest.mark.parametrize("ignored", [False, True], ids=["all-valid", "ignored-rows"])
+def test_acls_negative_term_finite_differences_off_the_max(ignored, margin_kernel):
     """Off the top logit the stop-gradient changes nothing: central differences agree."""
-    leaf, safe, weight = fused_inputs(weighted)
+    leaf, batch = fused_inputs(ignored)
 
     def f(z):
-        return ACLSFunction.apply(z, safe, weight, 2.0, 0.3, 0.8, 0.5)[0]
+        return ACLSFunction.apply(z, batch, 2.0, 0.3, 0.8, 0.5)[0]
 
     (grad,) = torch.autograd.grad(f(leaf), leaf)
     z = leaf.detach()

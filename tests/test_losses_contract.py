@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MARGIN_KERNELS, use_margin_kernel
 
 import losses
 from losses import CalibrationLoss
@@ -27,6 +28,17 @@ LOSSES = [
 ]
 IDS = [cls.__name__ for cls in LOSSES]
 IGNORE = 255
+# ACLS and MbLS have two implementations (C kernel, eager PyTorch): each keeps the contract.
+CASES = [
+    pytest.param(cls, kernel, id=f"{cls.__name__}-{kernel}" if kernel else cls.__name__)
+    for cls in LOSSES
+    for kernel in (MARGIN_KERNELS if cls in (losses.ACLS, losses.MbLS) else (None,))
+]
+
+
+def use_kernel(kernel, monkeypatch):
+    if kernel is not None:
+        use_margin_kernel(kernel, monkeypatch)
 
 
 def test_every_issue_loss_is_exported():
@@ -65,8 +77,9 @@ def float_params(cls):
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_scalar_mean_with_parts(cls, shape):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_scalar_mean_with_parts(cls, kernel, shape, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     loss = cls(ignore_index=IGNORE)
     logits, target = make_input(shape)
     leaf = logits.clone().requires_grad_()
@@ -86,8 +99,9 @@ def test_scalar_mean_with_parts(cls, shape):
         )
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_forward_calls_compute_once(cls, monkeypatch):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_forward_calls_compute_once(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     loss = cls()
     calls = []
     original = loss._compute
@@ -130,8 +144,9 @@ def test_mmce_ce_part_is_a_row_mean_but_its_penalty_is_pairwise():
     assert abs(float(whole["mmce"]) - float(split)) > 1e-6
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_ignore_index_default_and_custom(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_ignore_index_default_and_custom(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((10, 4), ignore_frac=0.0)
     dropped = target.clone()
     dropped[:3] = -100
@@ -141,8 +156,9 @@ def test_ignore_index_default_and_custom(cls):
 
 
 @pytest.mark.parametrize("shape", [(5, 4), (2, 4, 3, 3)], ids=["cls", "seg"])
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_all_ignored_is_an_attached_zero(cls, shape):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_all_ignored_is_an_attached_zero(cls, kernel, shape, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, _ = make_input(shape)
     target = torch.full((shape[0], *shape[2:]), IGNORE)
     leaf = logits.clone().requires_grad_()
@@ -153,8 +169,9 @@ def test_all_ignored_is_an_attached_zero(cls, shape):
     assert leaf.grad is not None and (leaf.grad == 0).all()
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_huge_logits_stay_finite(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_huge_logits_stay_finite(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((2, 5, 3, 3), scale=1.0)
     logits = torch.sign(logits) * 1e4 + logits  # |z| ~ 1e4, rows far apart
     for dtype in (torch.float32, torch.float64):
@@ -166,8 +183,9 @@ def test_huge_logits_stay_finite(cls):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_half_logits_computed_in_float32(cls, dtype):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_half_logits_computed_in_float32(cls, kernel, dtype, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((2, 5, 3, 3), scale=6.0)
     half = logits.to(dtype).requires_grad_()
     total = cls(ignore_index=IGNORE)(half, target)
@@ -178,8 +196,9 @@ def test_half_logits_computed_in_float32(cls, dtype):
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_bf16_autocast(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_bf16_autocast(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     torch.manual_seed(0)
     layer = torch.nn.Conv2d(3, 5, 1)
     images = torch.randn(2, 3, 4, 4)
@@ -197,9 +216,10 @@ def test_bf16_autocast(cls):
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_layouts_give_the_same_loss(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_layouts_give_the_same_loss(cls, kernel, monkeypatch):
     """Channels-last or transposed logits, and seg rows vs the same rows as classification."""
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((2, 5, 3, 4), seed=1)
     loss = cls(ignore_index=IGNORE)
     leaf = logits.clone().requires_grad_()
@@ -215,8 +235,9 @@ def test_layouts_give_the_same_loss(cls):
     torch.testing.assert_close(loss(transposed, target.reshape(-1)), value)
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_rejects_bad_arguments(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_rejects_bad_arguments(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     for name in float_params(cls):
         for bad in (float("nan"), float("inf"), -1.0, "0.1"):
             with pytest.raises(ValueError, match=f"`{name}`"):
@@ -227,8 +248,9 @@ def test_rejects_bad_arguments(cls):
         cls(validate="yes")
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_rejects_bad_inputs(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_rejects_bad_inputs(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     loss = cls(ignore_index=IGNORE)
     logits, target = make_input((4, 3), ignore_frac=0.0)
     with pytest.raises(ValueError, match="logits"):
@@ -250,8 +272,9 @@ def test_rejects_bad_inputs(cls):
     cls(ignore_index=IGNORE, validate=False)(logits, target)  # valid input, checks off
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_stateless_copyable_module(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_stateless_copyable_module(cls, kernel, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     loss = cls()
     assert isinstance(loss, torch.nn.Module)
     assert len(loss.state_dict()) == 0 and not list(loss.parameters())
@@ -263,9 +286,10 @@ def test_stateless_copyable_module(cls):
             assert f"{name}=" in repr(loss)
 
 
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_lightning_fallback_protocol(cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_lightning_fallback_protocol(cls, kernel, monkeypatch):
     """What the LightningModule does: parts when available, else a plain call."""
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((6, 4), ignore_frac=0.0)
     for loss in (cls(), torch.nn.CrossEntropyLoss()):
         parts_fn = getattr(loss, "forward_with_parts", None)
@@ -274,8 +298,9 @@ def test_lightning_fallback_protocol(cls):
 
 
 @pytest.mark.parametrize("n_cls", [1, 2, 3])
-@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
-def test_few_classes(cls, n_cls):
+@pytest.mark.parametrize(("cls", "kernel"), CASES)
+def test_few_classes(cls, kernel, n_cls, monkeypatch):
+    use_kernel(kernel, monkeypatch)
     logits, target = make_input((2, n_cls, 3, 2), scale=4.0, seed=2)
     leaf = logits.clone().requires_grad_()
     total, parts = cls(ignore_index=IGNORE).forward_with_parts(leaf, target)
