@@ -9,8 +9,9 @@ the way the public code writes it (flatten and mask copy, ``max``, ``repeat``, i
 ``relu``, square, sum; FLSD's gamma picked in a per-sample Python loop), and checks in float64
 that ours gives the same loss and gradient (``max |diff|``).
 
-Every function is timed in the same rounds, interleaved (in rotating order, each timing a
-run of back-to-back calls lasting ~2 ms, as a training loop calls its loss), after warm-up;
+Every function is timed in the same rounds, interleaved (in rotating order; each timing is a
+run of back-to-back calls lasting ~10 ms after one untimed call, as a training loop calls
+its loss every step), after warm-up;
 a ratio is the median over rounds of time / time(CE) in that round, which cancels most of
 the drift of a shared machine. On a busy machine, ``--clock
 cpu`` (with ``--threads 1``) times the CPU time of the calling thread, which leaves out the
@@ -134,8 +135,9 @@ def fwd_bwd(fn: LossFn, logits: Tensor, target: Tensor) -> Callable[[], None]:
 def time_interleaved(
     steps: dict[str, Callable[[], None]], rounds: int, warmup: int, number: int = 1
 ) -> dict[str, list[float]]:
-    """Per function, the list of per-round seconds per call; ``number`` back-to-back calls
-    each per round (as a training loop calls its loss), in rotating order."""
+    """Per function, the list of per-round seconds per call, in rotating order: per round, one
+    untimed call, then ``number`` timed back-to-back calls (the steady state of a training loop
+    that calls the same loss every step, not the first call after another function's)."""
     names = list(steps)
     for _ in range(warmup):
         for name in names:
@@ -144,6 +146,7 @@ def time_interleaved(
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             step = steps[name]
+            step()  # untimed: caches and allocator as this function leaves them
             start = CLOCK()
             for _ in range(number):
                 step()
@@ -250,17 +253,21 @@ def bench(shape: tuple[int, ...], rounds: int, warmup: int, slow_rounds: int) ->
 
 
 def bench_gamma(shape: tuple[int, ...], rounds: int) -> None:
-    """The gamma rule alone: vectorized ``where`` vs the per-sample loop."""
+    """The gamma rule alone: one ``bucketize`` and one ``take`` vs the per-sample loop."""
     logits, target = make_input(shape)
     rows, labels = to_rows(logits, target, IGNORE)
     p = F.softmax(rows, 1).gather(1, labels.unsqueeze(1)).view(-1)
     flsd = FLSD()
-    vec = time_interleaved({"v": lambda: flsd.gammas(p)}, rounds, 2)["v"]
+
+    def vectorized() -> None:
+        flsd.gammas(p)
+
+    vec = time_interleaved({"v": vectorized}, rounds, 2, calls_per_sample(vectorized))["v"]
     loop = time_interleaved({"l": lambda: loop_gammas(p)}, max(1, rounds // 5), 0)["l"]
     same = torch.equal(flsd.gammas(p), loop_gammas(p))
     v, lp = statistics.median(vec), statistics.median(loop)
     print(
-        f"{tuple(shape)}: {p.numel()} rows, vectorized {v * 1e3:.3f} ms, loop {lp * 1e3:.1f} ms "
+        f"{tuple(shape)}: {p.numel()} rows, vectorized {v * 1e3:.4f} ms, loop {lp * 1e3:.2f} ms "
         f"({lp / v:.0f}x), identical: {same}"
     )
 

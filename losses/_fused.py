@@ -6,6 +6,11 @@ the cross-entropy and the regularizer from the same shifted logits, and builds t
 gradient of the total in the forward pass, only when a gradient is needed. The backward pass
 returns that tensor (scaled by the incoming gradient), as cheap as cross-entropy's own.
 
+Two implementations compute the forward pass. On CPU (float32/float64) it is one call of the
+C kernel of :mod:`losses._native`. Elsewhere (accelerators, half precision never reaches here),
+or when that kernel is unavailable, it is the PyTorch code of this module, described below;
+the test suite runs every ACLS/MbLS test on both.
+
 On large inputs memory traffic is what costs. With one intra-op thread the work is done
 block by block of rows (``2**17`` logits: the block, its scratch and its gradient stay in a
 2 MiB L2 cache across the dozen passes of the block). With several threads, or on an
@@ -21,9 +26,9 @@ Per block, with one scratch buffer ``a``:
   ``z == zmax`` (the positives), and each is folded into the gradient.
 
 Per-row terms go to two ``(N, 1, *S)`` buffers, weighted once at the end by ``weight``
-(``1[valid] / N``, or the float ``1 / N`` when every row is valid); the terms and gradient of
-ignored rows are set to zero first, so their logits (even inf or NaN) reach neither. The functions are
-once-differentiable (no double backward).
+(``1[valid] / N``, or the float ``1 / N`` when every row is valid); the terms and gradient
+of ignored rows are set to zero first, so their logits (even inf or NaN) reach neither. The
+functions are once-differentiable (no double backward).
 """
 
 from __future__ import annotations

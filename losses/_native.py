@@ -34,9 +34,11 @@ import hashlib
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -61,6 +63,7 @@ _MIN_PER_THREAD = 1 << 15  # logits per thread, at least
 _enabled = os.environ.get("LIGHTNING_CALIB_NATIVE", "1") != "0"
 _lib: ctypes.CDLL | None = None
 _tried = False
+_lock = threading.Lock()
 
 
 class _Job(ctypes.Structure):
@@ -93,11 +96,14 @@ def _cache_dir() -> Path:
     return Path(base) / "lightning_calib"
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def _compiler() -> list[str]:
+    """The compiler command: ``$CC`` (may carry a launcher, e.g. ``"ccache gcc"``), else cc/gcc."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler found (set $CC, or install gcc)")
-    return cc
+    return [cc]
 
 
 def _cpu_flags() -> str:
@@ -124,7 +130,7 @@ def build(cache_dir: Path | None = None) -> Path:
         RuntimeError: no compiler, or the compiler/linker failed (its message included).
     """
     cc = _compiler()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, check=False)
     key = hashlib.sha256()
     for name in _SOURCES:
         key.update((_SOURCE_DIR / name).read_bytes())
@@ -137,8 +143,8 @@ def build(cache_dir: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
         obj, lib = Path(tmp) / "margin.o", Path(tmp) / "margin.so"
-        _run([cc, *_COMPILE, "-c", str(_SOURCE_DIR / "margin.c"), "-o", str(obj)])
-        _run([cc, *_LINK, str(obj), "-o", str(lib), *_LIBS])
+        _run([*cc, *_COMPILE, "-c", str(_SOURCE_DIR / "margin.c"), "-o", str(obj)])
+        _run([*cc, *_LINK, str(obj), "-o", str(lib), *_LIBS])
         os.replace(lib, target)  # atomic: a concurrent build of the same key is identical
     return target
 
@@ -148,7 +154,15 @@ def library() -> ctypes.CDLL | None:
     global _lib, _tried
     if _tried:
         return _lib
-    _tried = True
+    with _lock:
+        if not _tried:
+            _lib = _load()
+            _tried = True
+    return _lib
+
+
+def _load() -> ctypes.CDLL | None:
+    """Build and load the kernel; on failure, warn once and return ``None``."""
     try:
         lib = ctypes.CDLL(str(build()))
         if lib.lc_abi_version() != _ABI_VERSION:
@@ -165,10 +179,9 @@ def library() -> ctypes.CDLL | None:
             "implementation runs instead (same results, slower on small inputs). Set "
             "LIGHTNING_CALIB_NATIVE=0 to choose it without this warning.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
         return None
-    _lib = lib
     return lib
 
 

@@ -30,7 +30,9 @@ class MbLS(CalibrationLoss):
     :func:`torch.amax`).
 
     Forward and backward are one fused node (:class:`losses._fused.MbLSFunction`) working on
-    the logits' own layout, ignored pixels weighted out rather than copied out.
+    the logits' own layout, ignored pixels dropped without copying the valid ones out; on CPU
+    a single call of a C kernel (:mod:`losses._native`, built on first use; the PyTorch code
+    is the fallback).
 
     Parts (unweighted): ``"ce"`` the cross-entropy and ``"reg"`` the mean hinge, so that
     ``total = ce + alpha * reg``.
@@ -98,8 +100,9 @@ class ACLS(CalibrationLoss):
     :math:`\hat y_k=y_k+\frac{2\alpha\lambda_{neg}}{K-1}[z_{\max}-z_k-M]_+` elsewhere: the
     smoothing grows with the violation (adaptive) and treats the winner apart (conditional).
     Forward and backward are one fused node (:class:`losses._fused.ACLSFunction`) computing this
-    gradient directly, on the logits' own layout, ignored pixels weighted out (**fix**: the
-    public code stores ``ignore_index`` but never uses it).
+    gradient directly, on the logits' own layout, ignored pixels dropped (**fix**: the public
+    code stores ``ignore_index`` but never uses it); on CPU a single call of a C kernel
+    (:mod:`losses._native`, built on first use; the PyTorch code is the fallback).
 
     Parts (unweighted): ``"ce"`` the cross-entropy and ``"reg"`` :math:`R` (with its
     :math:`\lambda` s, without :math:`\alpha`), so that ``total = ce + alpha * reg``.

@@ -220,6 +220,22 @@ def test_build_caches_by_source_compiler_and_cpu(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]  # cleaned up
 
 
+def test_concurrent_builds_agree(tmp_path):
+    """DDP ranks may build at once: each in a private folder, one atomic move each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: native.build(tmp_path), range(4)))
+    assert len(set(paths)) == 1 and paths[0].is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [paths[0].name]  # no temporary left
+
+
+def test_compiler_with_a_launcher(tmp_path, monkeypatch):
+    """``$CC`` may carry a launcher or flags, as in ``CC="ccache gcc"``."""
+    monkeypatch.setenv("CC", "env gcc")
+    assert native.build(tmp_path).is_file()
+
+
 def test_broken_compiler_falls_back_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTNING_CALIB_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
