@@ -50,8 +50,9 @@ _MAX_SHIFT = 60.0
 # Logits per block on CPU with one intra-op thread: the block, its scratch and its gradient
 # fit in a 2 MiB L2 cache.
 _CPU_BLOCK = 1 << 17
-# From this many logits in a block on, skip the tie/violation passes when no row of the block
-# needs them (one host synchronisation); below it, run them unconditionally.
+# On CPU, from this many logits in a block on, skip the tie/violation passes when no row of
+# the block needs them (reading the flag is cheap there); below it, run them unconditionally.
+# On accelerators they always run: reading the flag would stall the host on the device.
 _SKIP_CHECK_FROM = 1 << 16
 
 
@@ -198,8 +199,14 @@ def _finish(
 
 
 def _any(flags: Tensor, block: Tensor) -> bool:
-    """Whether ``flags`` has a nonzero entry; assumed true for small blocks (no sync)."""
-    return block.numel() < _SKIP_CHECK_FROM or bool(flags.any())
+    """Whether ``flags`` has a nonzero entry (assumed true where checking would not pay).
+
+    True without looking for small CPU blocks and on accelerators, where reading the flag is a
+    host synchronisation.
+    """
+    if block.device.type != "cpu" or block.numel() < _SKIP_CHECK_FROM:
+        return True
+    return bool(flags.any())
 
 
 class ACLSFunction(torch.autograd.Function):
