@@ -230,11 +230,18 @@ def margin_loss(
         needs_grad: whether to write the gradient.
 
     Raises:
-        ValueError: a target value neither in ``[0, K)`` nor ``ignore_index`` (the kernel
-            checks every target before it reads a logit, with or without ``validate``).
+        ValueError: a target of the wrong shape, or a target value neither in ``[0, K)`` nor
+            ``ignore_index`` (checked here and by the kernel before it reads a logit, with or
+            without the losses' ``validate``: the C code must never read out of bounds).
     """
-    if not serves(logits):
+    if not serves(logits) or target.device.type != "cpu":
         return None
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != expected:  # checked even with validate=False: memory safety
+        raise ValueError(
+            f"`target` must have shape {expected} to match `logits` of shape "
+            f"{tuple(logits.shape)} (class dim 1 removed); got {tuple(target.shape)}."
+        )
     z = logits.detach().contiguous()
     y = target.detach().contiguous().long()
     n_cls = z.shape[1]

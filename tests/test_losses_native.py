@@ -149,6 +149,22 @@ def test_bad_target_unchecked_is_still_an_error(bad, shape, monkeypatch):
             cls(ignore_index=IGNORE, validate=False)(logits.requires_grad_(), target)
 
 
+def test_bad_target_shape_or_device_unchecked_is_an_error_not_a_crash(monkeypatch):
+    use_margin_kernel("native", monkeypatch)
+    logits, target = make_input((2, 5, 3, 4), seed=6, ignore_frac=0.0)
+    for cls in (ACLS, MbLS):
+        loss = cls(validate=False)
+        with pytest.raises(ValueError, match=r"`target` must have shape \(2, 3, 4\)"):
+            loss(logits, target[:, :2])
+        with pytest.raises(ValueError, match=r"got \(2, 12\)"):
+            loss(logits, target.reshape(2, 12))
+    monkeypatch.undo()  # the target on another device goes to PyTorch's code, which refuses
+    meta = torch.empty(target.shape, dtype=torch.long, device="meta")
+    for cls in (ACLS, MbLS):
+        with pytest.raises((RuntimeError, NotImplementedError, ValueError)):
+            cls(validate=False)(logits, meta)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("shape", [(4, 6), (2, 6, 3, 3)], ids=["cls", "seg"])
 def test_nonfinite_logit_in_a_valid_row_is_not_hidden(shape, bad, monkeypatch):
