@@ -15,19 +15,16 @@ import warnings
 import pytest
 import torch
 from conftest import REPO, use_margin_kernel
+from test_losses import IGNORE
+from test_losses import make_input as float64_input
 
 import losses._native as native
 from losses import ACLS, MbLS
 
-IGNORE = 255
-
 
 def make_input(shape, scale=8.0, seed=0, ignore_frac=0.2, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    logits = scale * torch.randn(shape, generator=gen, dtype=dtype)
-    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
-    target[torch.rand(target.shape, generator=gen) < ignore_frac] = IGNORE
-    return logits, target
+    """Logits ``scale * randn`` (margins at work) and targets with ``IGNORE`` entries."""
+    return float64_input(shape, scale=scale, seed=seed, ignore_frac=ignore_frac, dtype=dtype)
 
 
 def value_and_grad(loss, logits, target):
