@@ -94,13 +94,14 @@ def flatten(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 def valid_mask(target: Tensor, ignore_index: int | None) -> Tensor | None:
     """Boolean mask of rows to keep, or ``None`` when every row is kept.
 
-    Returns ``None`` both when ``ignore_index`` is ``None`` and when no row carries it, so the
-    caller can skip the masked copy.
+    Returns ``None`` when ``ignore_index`` is ``None``, and on the CPU when no row carries it,
+    so the caller can skip the masked copy. On accelerators the mask is returned without that
+    check: reading it would make the host wait for the device.
     """
     if ignore_index is None:
         return None
     keep = target != ignore_index
-    if bool(keep.all()):
+    if target.device.type == "cpu" and bool(keep.all()):
         return None
     return keep
 

@@ -309,3 +309,33 @@ def test_few_classes(cls, kernel, n_cls, monkeypatch):
     assert torch.isfinite(leaf.grad).all()
     if n_cls == 1:  # a single class: certain and right, nothing to penalize
         assert total.item() == pytest.approx(0.0, abs=1e-6)
+
+
+# MMCE and CPC pack the valid rows (boolean indexing: the row count is data) and so wait for
+# the device once per call; every other loss runs without reading device memory on the host.
+PACKS_ROWS = (losses.MMCE, losses.CPC)
+
+
+@pytest.mark.parametrize("cls", LOSSES, ids=IDS)
+def test_no_host_read_of_device_data(cls, monkeypatch):
+    """On an accelerator a loss must not make the host wait for the device (with validate=False:
+    validation reads the target by design). "meta" tensors have no data, so any host read of
+    a value (``.item()``, ``bool()``, data-dependent shapes) fails there."""
+    autocast_enabled = torch.is_autocast_enabled
+    monkeypatch.setattr(
+        torch,
+        "is_autocast_enabled",
+        lambda *args: False if args and args[0] == "meta" else autocast_enabled(*args),
+    )
+    # large enough (no memory on "meta") for the eager margin code's CPU-only skip checks
+    logits = torch.empty(2, 5, 128, 128, device="meta", requires_grad=True)
+    target = torch.empty(2, 128, 128, dtype=torch.long, device="meta")
+    loss = cls(ignore_index=IGNORE, validate=False)
+    if cls in PACKS_ROWS:
+        with pytest.raises(NotImplementedError, match="nonzero"):
+            loss(logits, target)
+        return
+    total, parts = loss.forward_with_parts(logits, target)
+    total.backward()
+    assert total.shape == () and logits.grad.shape == logits.shape
+    assert all(p.shape == () for p in parts.values())

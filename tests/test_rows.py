@@ -33,6 +33,14 @@ def test_valid_mask_none_when_nothing_ignored():
     assert valid_mask(torch.tensor([0, -100]), -100).tolist() == [True, False]
 
 
+def test_valid_mask_never_reads_device_memory_on_the_host():
+    """Off the CPU the mask comes back unchecked: ``keep.all()`` would be a host sync (on a
+    "meta" tensor, which has no data, reading it is an error: the test fails if it is read)."""
+    t = torch.empty(6, dtype=torch.long, device="meta")
+    keep = valid_mask(t, 255)
+    assert keep is not None and keep.shape == (6,) and keep.dtype == torch.bool
+
+
 @pytest.mark.parametrize(
     ("preds", "target", "kwargs", "match"),
     [
