@@ -39,9 +39,14 @@ class CrossEntropy(CalibrationLoss):
     """
 
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        total = F.cross_entropy(
-            batch.logits, batch.raw_target, ignore_index=self.ignore_index, reduction="sum"
-        )
+        logits, target = batch.logits, batch.raw_target
+        keep = batch.keep
+        if keep is None or (keep.device.type == "cpu" and bool(keep.any())):
+            # At least one valid row: torch's mean is exactly sum / #valid, one node fewer.
+            return F.cross_entropy(logits, target, ignore_index=self.ignore_index), {}
+        # No valid row (0 / 0 in torch's mean), or an accelerator where counting them would
+        # wait for the device: the sum over the count, at least 1.
+        total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
         return total / batch.denominator, {}
 
 
