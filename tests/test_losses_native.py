@@ -280,3 +280,26 @@ def test_environment_variable_turns_the_kernel_off(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]  # never built, never tried
     assert not list(tmp_path.iterdir())
+
+
+def test_kernel_under_address_sanitizer(tmp_path):
+    """No out-of-bounds access on awkward shapes: the kernel built with -fsanitize=address."""
+    cc = native._compiler()
+    libasan = subprocess.run(
+        [*cc, "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert os.path.isabs(libasan), f"no AddressSanitizer runtime for {cc}: {libasan!r}"
+    flags = [f for f in native._COMPILE if f != "-O3"] + ["-O1", "-g", "-fsanitize=address"]
+    obj, lib = tmp_path / "margin.o", tmp_path / "margin-asan.so"
+    native._run([*cc, *flags, "-c", str(native._SOURCE_DIR / "margin.c"), "-o", str(obj)])
+    native._run([*cc, *native._LINK, "-fsanitize=address", str(obj), "-o", str(lib), *native._LIBS])
+    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "native_asan_script.py"), str(lib)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["240", "cases"]
