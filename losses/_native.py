@@ -135,7 +135,7 @@ def build(cache_dir: Path | None = None) -> Path:
     key = hashlib.sha256()
     for name in _SOURCES:
         key.update((_SOURCE_DIR / name).read_bytes())
-    for part in (*_COMPILE, *_LINK, *_LIBS, version.stdout, _cpu_flags()):
+    for part in (*cc, *_COMPILE, *_LINK, *_LIBS, version.stdout, _cpu_flags()):
         key.update(part.encode())
     folder = cache_dir or _cache_dir()
     target = folder / f"margin-{key.hexdigest()[:16]}.so"
