@@ -198,6 +198,29 @@ def _finish(
     return total, ce, reg
 
 
+def _native_forward(
+    ctx: FunctionCtx,
+    kind: int,
+    logits: Tensor,
+    batch: Batch,
+    margin: float,
+    alpha: float,
+    **params: float,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(total, ce, reg)`` from the C kernel, or ``None`` where it does not serve the logits."""
+    fast = _native.margin_loss(
+        kind,
+        logits,
+        batch.raw_target,
+        batch.ignore_index,
+        margin=margin,
+        alpha=alpha,
+        needs_grad=ctx.needs_input_grad[0],
+        **params,
+    )
+    return None if fast is None else _finish(ctx, *fast)
+
+
 def _any(flags: Tensor, block: Tensor) -> bool:
     """Whether ``flags`` has a nonzero entry (assumed true where checking would not pay).
 
@@ -238,20 +261,11 @@ class ACLSFunction(torch.autograd.Function):
         pos_lambda: float,
         neg_lambda: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        needs_grad = ctx.needs_input_grad[0]
-        fast = _native.margin_loss(
-            _native.ACLS,
-            logits,
-            batch.raw_target,
-            batch.ignore_index,
-            margin=margin,
-            alpha=alpha,
-            pos_lambda=pos_lambda,
-            neg_lambda=neg_lambda,
-            needs_grad=needs_grad,
-        )
+        params = {"pos_lambda": pos_lambda, "neg_lambda": neg_lambda}
+        fast = _native_forward(ctx, _native.ACLS, logits, batch, margin, alpha, **params)
         if fast is not None:
-            return _finish(ctx, *fast)
+            return fast
+        needs_grad = ctx.needs_input_grad[0]
         n_cls = logits.shape[1]
         neg_scale = neg_lambda / (n_cls - 1) if n_cls > 1 else 0.0
 
@@ -311,18 +325,10 @@ class MbLSFunction(torch.autograd.Function):
     def forward(
         ctx: FunctionCtx, logits: Tensor, batch: Batch, margin: float, alpha: float
     ) -> tuple[Tensor, Tensor, Tensor]:
-        needs_grad = ctx.needs_input_grad[0]
-        fast = _native.margin_loss(
-            _native.MBLS,
-            logits,
-            batch.raw_target,
-            batch.ignore_index,
-            margin=margin,
-            alpha=alpha,
-            needs_grad=needs_grad,
-        )
+        fast = _native_forward(ctx, _native.MBLS, logits, batch, margin, alpha)
         if fast is not None:
-            return _finish(ctx, *fast)
+            return fast
+        needs_grad = ctx.needs_input_grad[0]
         coef = alpha / logits.shape[1]
 
         def kernel(z, y, w, grad, a, ce_out, reg_out) -> None:

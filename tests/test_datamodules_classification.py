@@ -17,6 +17,15 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import REPO
+from fake_datasets import (
+    TINY_WNIDS,
+    class_colour,
+    make_fake_cifar10,
+    make_fake_cifar100,
+    make_fake_imagenet,
+    make_fake_tiny_imagenet,
+)
 from torch import nn
 
 import models
@@ -36,26 +45,6 @@ from datamodules.splits import (
 from datamodules.splits.make_imagenet_split import split_text
 from datamodules.transforms import DatasetNotFoundError
 
-try:
-    from tests.fake_datasets import (
-        TINY_WNIDS,
-        class_colour,
-        make_fake_cifar10,
-        make_fake_cifar100,
-        make_fake_imagenet,
-        make_fake_tiny_imagenet,
-    )
-except ImportError:  # tests/ on sys.path instead of the repository root
-    from fake_datasets import (  # type: ignore[no-redef]
-        TINY_WNIDS,
-        class_colour,
-        make_fake_cifar10,
-        make_fake_cifar100,
-        make_fake_imagenet,
-        make_fake_tiny_imagenet,
-    )
-
-REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("ce", "ls", "focal", "flsd", "ecp", "mmce", "mbls", "cpc", "acls")
 DATASETS = ("cifar10", "tiny_imagenet", "imagenet")
 

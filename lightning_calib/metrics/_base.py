@@ -50,6 +50,12 @@ class _ExactMetric(Metric):
     def _add_sum_state(self, name: str, shape: Sequence[int], dtype: torch.dtype) -> None:
         self.add_state(name, torch.zeros(tuple(shape), dtype=dtype), dist_reduce_fx="sum")
 
+    def _add_to(self, **values: Tensor) -> None:
+        """``state = state + value`` for each named sum state, out of place, on its device."""
+        for name, value in values.items():
+            state = getattr(self, name)
+            setattr(self, name, state + value.to(state.device))
+
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> torch.nn.Module:
         if self._dtype_convert:  # set_dtype: keep the exact accumulators as they are
             exclude_state = tuple(self._defaults)

@@ -71,9 +71,7 @@ class _BinnedTopLabel(_ExactMetric):
             from_logits=self.from_logits,
             validate_args=self.validate_args,
         )
-        self.count = self.count + count.to(self.count.device)
-        self.conf_sum = self.conf_sum + conf_sum.to(self.conf_sum.device)
-        self.correct_sum = self.correct_sum + correct_sum.to(self.correct_sum.device)
+        self._add_to(count=count, conf_sum=conf_sum, correct_sum=correct_sum)
 
     def reliability(self) -> dict[str, Tensor]:
         """Reliability-diagram data over all processes: bin edges, counts, confidence, accuracy.
@@ -301,8 +299,7 @@ class AdaptiveECE(_ExactMetric):
             self.correct.append(correct)
             return
         count, conf_sum = F.streaming_fine_stats(conf, correct, keep, self.resolution)
-        self.fine_count = self.fine_count + count.to(self.fine_count.device)
-        self.fine_conf_sum = self.fine_conf_sum + conf_sum.to(self.fine_conf_sum.device)
+        self._add_to(fine_count=count, fine_conf_sum=conf_sum)
 
     def _exact_rows(self, state: dict[str, Any]) -> tuple[Tensor, Tensor]:
         conf, correct = state["confidences"], state["correct"]  # lists, or tensors once synced
@@ -443,9 +440,7 @@ class ClasswiseECE(_ExactMetric):
             from_logits=self.from_logits,
             validate_args=self.validate_args,
         )
-        self.count = self.count + count.to(self.count.device)
-        self.conf_sum = self.conf_sum + conf_sum.to(self.conf_sum.device)
-        self.correct_sum = self.correct_sum + correct_sum.to(self.correct_sum.device)
+        self._add_to(count=count, conf_sum=conf_sum, correct_sum=correct_sum)
 
     def compute(self) -> Tensor:
         """Mean over classes of the per-class ECE (float64 scalar; NaN with no rows)."""
@@ -552,8 +547,7 @@ class ImagewiseECE(_ExactMetric):
             from_logits=self.from_logits,
             validate_args=self.validate_args,
         )
-        self.ece_sum = self.ece_sum + ece_sum.to(self.ece_sum.device)
-        self.n_images = self.n_images + n_images.to(self.n_images.device)
+        self._add_to(ece_sum=ece_sum, n_images=n_images)
 
     def compute(self) -> Tensor:
         """Mean per-image ECE (float64 scalar; NaN with no image)."""
@@ -623,8 +617,7 @@ class BatchAveragedECE(_ExactMetric):
             from_logits=self.from_logits,
             validate_args=self.validate_args,
         )
-        self.weighted_sum = self.weighted_sum + weighted.to(self.weighted_sum.device)
-        self.n_rows = self.n_rows + rows.to(self.n_rows.device)
+        self._add_to(weighted_sum=weighted, n_rows=rows)
 
     def compute(self) -> Tensor:
         """Pixel-count-weighted mean of the batch ECEs (float64; NaN with no pixel)."""

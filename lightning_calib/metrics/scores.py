@@ -32,8 +32,7 @@ class _SumMetric(_ExactMetric):
         self._add_sum_state("n_rows", (), torch.long)
 
     def _accumulate(self, total: Tensor, rows: Tensor) -> None:
-        self.total = self.total + total.to(self.total.device)
-        self.n_rows = self.n_rows + rows.to(self.n_rows.device)
+        self._add_to(total=total, n_rows=rows)
 
     def compute(self) -> Tensor:
         """The mean over every valid row seen (float64 scalar; NaN when there is none)."""
