@@ -2,7 +2,7 @@
 
 Same network (the digits config's ResNet-8, width 16), same data loader, same SGD optimizer,
 same gradient clipping, same seeds; the two are run alternately several times in one process
-and the medians compared. The Lightning side is the real ``ClassificationModule`` with its
+and the medians compared. The Lightning side is the real ``CalibrationModule`` with its
 per-step logging (loss, loss parts, logit statistics) and ``Trainer.fit`` wall time including
 its set-up; validation and checkpointing are off on both sides.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import losses  # noqa: E402
 from datamodules import DigitsDataModule  # noqa: E402
-from lightning_calib.module import ClassificationModule  # noqa: E402
+from lightning_calib.module import CalibrationModule  # noqa: E402
 from models import ResNet  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def plain_epochs(dm: DigitsDataModule, loss_name: str, epochs: int) -> float:
 
 def lightning_epochs(dm: DigitsDataModule, loss_name: str, epochs: int) -> float:
     net, loss, opt_fn = make_parts(loss_name)
-    model = ClassificationModule(network=net, num_classes=10, loss=loss, optimizer=opt_fn)
+    model = CalibrationModule(network=net, num_classes=10, loss=loss, optimizer=opt_fn)
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=epochs, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -1,8 +1,11 @@
 """The shared datamodule base: one constructor vocabulary, facts as class attributes.
 
-Subclasses declare ``num_classes``, ``mean``, ``std`` (and ``ignore_index`` for dense tasks)
-as class attributes, so the CLI can link ``data.num_classes`` into the model right after the
-datamodule's ``__init__``, and implement :meth:`build_datasets`.
+Subclasses declare the dataset facts as class attributes -- ``num_classes``, ``mean``, ``std``,
+``ignore_index`` (the void label of dense tasks; ``None`` when every target is a class) and
+``class_names`` (for reports; ``None`` when only the files know them) -- so the CLI can link
+them into the model right after the datamodule's ``__init__``, and implement
+:meth:`build_datasets`. The model hands ``ignore_index`` on to the loss, the metrics and the
+temperature search: it is typed once, here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class CalibrationDataModule(pl.LightningDataModule):
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
     ignore_index: ClassVar[int | None] = None
+    class_names: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(
         self,

@@ -108,6 +108,10 @@ class CIFAR10DataModule(CalibrationDataModule):
     """
 
     num_classes: ClassVar[int] = 10
+    class_names: ClassVar[tuple[str, ...] | None] = (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
     mean: ClassVar[tuple[float, ...]] = (0.4914, 0.4822, 0.4465)
     std: ClassVar[tuple[float, ...]] = (0.2023, 0.1994, 0.2010)
     folder_name: ClassVar[str] = "cifar-10-batches-py"
@@ -212,6 +216,18 @@ class CIFAR100DataModule(CIFAR10DataModule):
     """
 
     num_classes: ClassVar[int] = 100
+    # The fine label names in label order (the order of `fine_label_names` in the `meta` file).
+    class_names: ClassVar[tuple[str, ...] | None] = tuple(
+        """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+        butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch
+        crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house
+        kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle
+        mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+        plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew
+        skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
+        telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf
+        woman worm""".split()
+    )
     mean: ClassVar[tuple[float, ...]] = (0.5071, 0.4865, 0.4409)
     std: ClassVar[tuple[float, ...]] = (0.2673, 0.2564, 0.2762)
     folder_name: ClassVar[str] = "cifar-100-python"

@@ -68,6 +68,7 @@ class DigitsDataModule(CalibrationDataModule):
     """
 
     num_classes: ClassVar[int] = 10
+    class_names: ClassVar[tuple[str, ...] | None] = tuple(str(d) for d in range(10))
     # Per-channel statistics of the images upsampled to 16x16, in [0, 1] (all 1,797 images;
     # at 32x32 the std is 0.3236).
     mean: ClassVar[tuple[float, ...]] = (0.3053, 0.3053, 0.3053)

@@ -1,11 +1,14 @@
 """The ``lightning-calib`` command: LightningCLI with fit / validate / test / predict.
 
-* The model is :class:`~lightning_calib.module.ClassificationModule` by default (any
-  LightningModule can be chosen with ``--model.class_path``); its ``network`` and ``loss`` are
-  picked in YAML by ``class_path`` -- the CLI is the registry.
-* ``data`` is any :class:`~datamodules.base.CalibrationDataModule`; its ``num_classes`` class
-  attribute is linked into ``model.num_classes`` (typed once).
-* Configs may build on others with ``__base__`` (see :mod:`lightning_calib.config`).
+* The model is :class:`~lightning_calib.module.CalibrationModule` (one module for every
+  task); its ``network`` and ``loss`` are picked in YAML by ``class_path`` -- the CLI is the
+  registry -- and its metric set by ``model.metrics`` (a preset name).
+* ``data`` is any :class:`~datamodules.base.CalibrationDataModule`; its ``num_classes``,
+  ``ignore_index`` and ``class_names`` class attributes are linked into the model (typed once,
+  on the datamodule; the model hands ``ignore_index`` on to the loss and the metrics).
+* Configs may build on others with ``__base__`` (see :mod:`lightning_calib.config`). The
+  composition happens in memory when the arguments are parsed; ``sys.argv`` is left as the
+  user typed it, so DDP ranks re-launched from it compose the same config.
 * Every checkpoint also holds the random generators (:class:`~lightning_calib.callbacks.RNGState`),
   so a resumed run draws the shuffles and augmentations the uninterrupted run would have.
 * Checkpoints go to a fixed folder ``<trainer.default_root_dir>/checkpoints``: ``best.ckpt``
@@ -22,13 +25,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import yaml
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import CalibrationDataModule
 from lightning_calib.callbacks import RNGState
 from lightning_calib.config import ConfigError, compose, has_bases
-from lightning_calib.module import ClassificationModule
+from lightning_calib.module import CalibrationModule
 
 __all__ = ["LastCheckpoint", "LightningCalibCLI", "console", "expand_configs", "main"]
 
@@ -54,7 +58,9 @@ class LightningCalibCLI(LightningCLI):
     """LightningCLI with the project's links, checkpoint layout and defaults."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        # The dataset facts are typed once, on the datamodule (class attributes), and linked.
+        for fact in ("num_classes", "ignore_index", "class_names"):
+            parser.link_arguments(f"data.{fact}", f"model.{fact}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -66,6 +72,22 @@ class LightningCalibCLI(LightningCLI):
                 "trainer.default_root_dir": "runs/default",
             }
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Compose ``__base__`` configs in memory, then parse as LightningCLI does.
+
+        ``sys.argv`` is never rewritten: a DDP launcher that re-runs the command line for the
+        other ranks re-runs the user's short command, which composes to the same config.
+
+        Raises:
+            ConfigError: a config file (or one of its bases) is missing or malformed.
+        """
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(
+                expand_configs(list(sys.argv[1:] if args is None else args))
+            )
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -99,8 +121,6 @@ def _class_path(cb: Any) -> str:
 
 
 def _namespace_callback(cls: type, **init_args: Any) -> Any:
-    from jsonargparse import Namespace
-
     return Namespace(
         class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args)
     )
@@ -145,28 +165,22 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    argv = list(sys.argv[1:] if args is None else args)
-    try:
-        argv = expand_configs(argv)
-    except ConfigError as err:
-        if args is not None:
-            raise
-        print(f"lightning-calib: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    # LightningCLI reads sys.argv itself: hand it the expanded command line, then restore it.
-    saved, sys.argv = sys.argv, [sys.argv[0] if sys.argv else "lightning-calib", *argv]
     try:
         return LightningCalibCLI(
-            ClassificationModule,
+            CalibrationModule,
             CalibrationDataModule,
             subclass_mode_data=True,
+            args=args,
             run=run,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},
             auto_configure_optimizers=False,
         )
-    finally:
-        sys.argv = saved
+    except ConfigError as err:
+        if args is not None:
+            raise
+        print(f"lightning-calib: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def console() -> int:

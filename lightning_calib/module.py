@@ -1,13 +1,21 @@
-"""The LightningModule for image classification with a pluggable (calibration) loss.
+"""The LightningModule of every task: a network, a pluggable loss, a metric preset.
 
-One module for the task, not one per method: the network and the loss are constructor
-arguments, chosen in YAML by ``class_path``; the CLI is the registry.
+One module for the task family, not one per method or per task: the network and the loss are
+constructor arguments chosen in YAML by ``class_path`` (the CLI is the registry), and the metric
+set is a named preset (:mod:`lightning_calib.metrics.presets`: ``"classification"``,
+``"segmentation"``) or any factory. Classification ``(N, C)`` logits and dense
+``(N, C, *spatial)`` logits go through the same steps, loss-part logging, temperature scaling
+and checkpoint layout.
+
+The dataset facts (``num_classes``, ``ignore_index``, ``class_names``) are declared by the
+datamodule and linked in by the CLI; the module hands ``ignore_index`` to the loss, the metrics
+and the temperature search, and refuses a loss or metric configured with another one.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,44 +24,47 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_calib.metrics.presets import MetricSetFactory, get_preset
 from lightning_calib.temperature import TemperatureGrid
 
-__all__ = ["ClassificationModule", "calibration_metrics", "logit_statistics"]
+__all__ = [
+    "CalibrationModule",
+    "ClassificationModule",
+    "logit_statistics",
+    "reconcile_ignore_index",
+]
+
+#: The ``ignore_index`` default of ``torch.nn.CrossEntropyLoss`` and of the project's losses:
+#: "not configured". A loss that carries it takes the data's ``ignore_index``.
+UNSET_IGNORE_INDEX = -100
 
 
-def calibration_metrics(
-    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
-) -> MetricCollection:
-    """The metric set every stage reports: accuracy, top-5, NLL, Brier, ECE, MCE, AECE, CECE.
+def reconcile_ignore_index(loss: nn.Module, ignore_index: int | None) -> None:
+    """Give ``loss`` the data's ``ignore_index``, or refuse a loss configured with another.
 
-    Keys (before the stage prefix): ``acc``, ``top5`` (only when ``num_classes > 5``), ``nll``,
-    ``brier``, ``ece``, ``mce``, ``aece``, ``cece``. Every metric takes logits. The collection
-    updates in that order and all see the same batch, so only the first (``acc``) validates it
-    (shapes, class count, target range, finite logits); the others skip the checks.
+    A loss without an ``ignore_index`` attribute is left alone. One that carries the default
+    ``-100`` (torch's and this project's: "not configured") takes ``ignore_index`` when the
+    data declares one. Any other value must equal the data's; when the data declares none
+    (every target is a class), a non-negative value would drop the rows of a real class and is
+    refused too.
+
+    Raises:
+        ValueError: naming both values.
     """
-    from lightning_calib.metrics import (
-        ECE,
-        MCE,
-        NLL,
-        AdaptiveECE,
-        BrierScore,
-        ClasswiseECE,
-        TopKAccuracy,
+    declared = getattr(loss, "ignore_index", None)
+    if declared is None or declared == ignore_index:
+        return
+    name = type(loss).__name__
+    if ignore_index is not None and declared == UNSET_IGNORE_INDEX:
+        loss.ignore_index = ignore_index
+        return
+    if ignore_index is None and declared < 0:
+        return  # a negative index never matches a class: nothing is dropped
+    raise ValueError(
+        f"the loss {name} was configured with ignore_index={declared} but the data declares "
+        f"ignore_index={ignore_index}; set it once, on the datamodule (remove the loss's "
+        "`ignore_index`)."
     )
-
-    metrics: dict[str, Any] = {"acc": TopKAccuracy(k=1, ignore_index=ignore_index)}
-    common = {"ignore_index": ignore_index, "validate_args": False}
-    if num_classes > 5:
-        metrics["top5"] = TopKAccuracy(k=5, **common)
-    metrics.update(
-        nll=NLL(**common),
-        brier=BrierScore(num_classes=num_classes, **common),
-        ece=ECE(n_bins=n_bins, **common),
-        mce=MCE(n_bins=n_bins, **common),
-        aece=AdaptiveECE(n_bins=n_bins, **common),
-        cece=ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
-    )
-    return MetricCollection(metrics)
 
 
 @torch.no_grad()
@@ -78,8 +89,8 @@ def logit_statistics(logits: Tensor) -> dict[str, Tensor]:
     }
 
 
-class ClassificationModule(pl.LightningModule):
-    """Network + pluggable loss + optimizer/scheduler, with calibration metrics per stage.
+class CalibrationModule(pl.LightningModule):
+    """Network + pluggable loss + optimizer/scheduler, with a calibration metric set per stage.
 
     Losses that have parts (a CE term and a regularizer) expose
     ``forward_with_parts(logits, target) -> (total, {name: part})`` (see ``losses.base``);
@@ -90,24 +101,38 @@ class ClassificationModule(pl.LightningModule):
     scored on the validation logits (sum statistics, so exact under DDP); the best one is
     kept in the ``temperature`` buffer (saved in checkpoints) and logged as
     ``val/temperature``. ``test`` reports every metric raw (``test/ece``) and scaled
-    (``test/ece_ts``).
+    (``test/ece_ts``), and keeps the reliability-diagram data of both in
+    :attr:`test_reliability`.
 
     Args:
         network: builds the network from ``num_classes`` (a class whose first argument is
             ``num_classes``, given in YAML by ``class_path`` without it), or a built module.
+            Dense tasks return ``(N, num_classes, *spatial)`` at the target's size.
         num_classes: number of classes; linked from the datamodule by the CLI.
-        loss: the training loss; default ``losses.CrossEntropy()``.
+        loss: the training loss; default ``torch.nn.CrossEntropyLoss``. Its ``ignore_index``
+            comes from the data (see :func:`reconcile_ignore_index`).
+        metrics: the metric set: a preset name (``"classification"``, ``"segmentation"``), an
+            import path ``"package.module.function"`` or a callable, called as
+            ``factory(num_classes, n_bins, ignore_index)`` and returning a
+            ``MetricCollection`` (keys without prefix; the module clones it per stage).
         optimizer: builds the optimizer from the parameters.
         scheduler: builds the LR scheduler from the optimizer, or ``None``.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         n_bins: bins of the binned calibration metrics.
-        ignore_index: target value to ignore in metrics (classification data has none).
+        ignore_index: target value of the void rows/pixels (``None``: every target is a class);
+            linked from the datamodule by the CLI and handed to loss, metrics and the
+            temperature search.
+        class_names: the class names (for reports), linked from the datamodule.
         temperature_grid: ``(start, stop, step)`` of the temperature search (inclusive), or
             ``None`` to switch temperature scaling off.
         temperature_criterion: ``"ece"`` (the public ACLS code: lowest validation ECE) or
             ``"nll"`` (lowest validation NLL).
         log_logit_stats: log the per-batch logit geometry during training, on the steps the
             trainer writes logs (every ``log_every_n_steps``), so it costs nothing in between.
+
+    Raises:
+        ValueError: bad arguments; a network built for another class count; a loss or metric
+            configured with an ``ignore_index`` other than the data's.
     """
 
     def __init__(
@@ -115,11 +140,13 @@ class ClassificationModule(pl.LightningModule):
         network: Callable[[int], nn.Module],
         num_classes: int,
         loss: nn.Module | None = None,
+        metrics: str | MetricSetFactory = "classification",
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         n_bins: int = 15,
         ignore_index: int | None = None,
+        class_names: Sequence[str] | None = None,
         temperature_grid: tuple[float, float, float] | None = (0.1, 10.0, 0.1),
         temperature_criterion: str = "ece",
         log_logit_stats: bool = True,
@@ -131,16 +158,22 @@ class ClassificationModule(pl.LightningModule):
             raise ValueError(
                 f"`scheduler_interval` must be 'epoch' or 'step'; got {scheduler_interval!r}."
             )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` must name num_classes={num_classes} classes; got "
+                f"{len(class_names)}."
+            )
         # Under the CLI the hyperparameters are the config (class_path dicts), which load back
         # through `load_from_checkpoint`; module objects passed from Python are not picklable
         # safely, so those are left out (pass them again to `load_from_checkpoint`).
         with warnings.catch_warnings():  # the nn.Module advice; handled just below
             warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
             self.save_hyperparameters()
-        for key in ("network", "loss", "optimizer", "scheduler"):
+        for key in ("network", "loss", "optimizer", "scheduler", "metrics"):
             if key in self.hparams and not _is_plain(self.hparams[key]):
                 del self.hparams[key]
         self.num_classes = num_classes
+        self.class_names = None if class_names is None else tuple(class_names)
         self.network = network if isinstance(network, nn.Module) else network(num_classes)
         declared = getattr(self.network, "num_classes", None)
         if isinstance(declared, int) and declared != num_classes:
@@ -149,9 +182,8 @@ class ClassificationModule(pl.LightningModule):
                 f"num_classes={num_classes}."
             )
         if loss is None:
-            from losses import CrossEntropy
-
-            loss = CrossEntropy()
+            loss = nn.CrossEntropyLoss()
+        reconcile_ignore_index(loss, ignore_index)
         self.loss = loss
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
@@ -160,10 +192,26 @@ class ClassificationModule(pl.LightningModule):
         self.log_logit_stats = log_logit_stats
         self.register_buffer("temperature", torch.ones(()))
         self.on_train_epoch_start()  # the running sums of the training-loss logs
-        metrics = calibration_metrics(num_classes, n_bins, ignore_index)
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.test_metrics_ts = metrics.clone(prefix="test/", postfix="_ts")
+        factory = get_preset(metrics) if isinstance(metrics, str) else metrics
+        collection = factory(num_classes, n_bins, ignore_index)
+        if not isinstance(collection, MetricCollection):
+            raise ValueError(
+                f"`metrics` must build a torchmetrics MetricCollection; {metrics!r} returned "
+                f"{type(collection).__name__}."
+            )
+        for key, metric in collection.items(keep_base=True):
+            declared = getattr(metric, "ignore_index", ignore_index)
+            if declared != ignore_index:
+                raise ValueError(
+                    f"metric {key!r} was built with ignore_index={declared!r} but the data "
+                    f"declares ignore_index={ignore_index!r}."
+                )
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.test_metrics_ts = collection.clone(prefix="test/", postfix="_ts")
+        #: After ``test``: ``{"raw": ..., "ts": ...}`` reliability data of the ``ece`` metric
+        #: (bin edges, counts, mean confidence and accuracy per bin), when the set has one.
+        self.test_reliability: dict[str, dict[str, Tensor]] = {}
         self.temperature_search = (
             None
             if temperature_grid is None
@@ -172,7 +220,7 @@ class ClassificationModule(pl.LightningModule):
                 n_bins,
                 temperature_criterion,
                 ignore_index=ignore_index,
-                validate_args=False,  # the validation metrics check the same batch first
+                validate_args=False,  # the metric set checks the same batch first
             )
         )
 
@@ -181,12 +229,18 @@ class ClassificationModule(pl.LightningModule):
         """Logits of the network (not temperature-scaled)."""
         return self.network(x)
 
-    def _check_logits(self, logits: Tensor) -> None:
+    def _check_logits(self, logits: Tensor, target: Tensor) -> None:
         if logits.ndim < 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"the network returned logits of shape {tuple(logits.shape)}; expected "
                 f"(batch, {self.num_classes}, ...) for num_classes={self.num_classes} "
                 "(does the network's output size match the datamodule?)"
+            )
+        if tuple(logits.shape[2:]) != tuple(target.shape[1:]):
+            raise ValueError(
+                f"the network returned logits of shape {tuple(logits.shape)} for a target of "
+                f"shape {tuple(target.shape)}; a dense network must return "
+                f"(batch, {self.num_classes}, *target spatial size) (upsample to the input)."
             )
 
     def _loss(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -238,7 +292,7 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         if batch_idx == 0:
-            self._check_logits(logits)
+            self._check_logits(logits, y)
         loss, parts = self._loss(logits, y)
         self._log_train_loss(loss, parts, len(y))
         if self.log_logit_stats and self._is_logging_step():
@@ -258,7 +312,7 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         if batch_idx == 0:
-            self._check_logits(logits)
+            self._check_logits(logits, y)
         loss, parts = self._loss(logits, y)
         self._log_loss("val", loss, parts, len(y))
         self.val_metrics.update(logits, y)
@@ -279,7 +333,7 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         if batch_idx == 0:
-            self._check_logits(logits)
+            self._check_logits(logits, y)
         self.test_metrics.update(logits, y)
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(y))
         if self.temperature_search is not None:
@@ -287,6 +341,14 @@ class ClassificationModule(pl.LightningModule):
             self.log_dict(self.test_metrics_ts, on_epoch=True, batch_size=len(y))
 
     def on_test_epoch_end(self) -> None:  # noqa: D102
+        # Read before Lightning computes and resets the logged metrics (after this hook).
+        self.test_reliability = {}
+        for kind, collection in (("raw", self.test_metrics), ("ts", self.test_metrics_ts)):
+            ece = collection["ece"] if "ece" in collection else None
+            if kind == "ts" and self.temperature_search is None:
+                continue
+            if ece is not None and hasattr(ece, "reliability"):
+                self.test_reliability[kind] = ece.reliability()
         if self.temperature_search is not None:
             self.log("test/temperature", self.temperature.clone())
 
@@ -309,6 +371,10 @@ class ClassificationModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+#: The name the module had when it served classification only (kept for scripts and notebooks).
+ClassificationModule = CalibrationModule
 
 
 def _is_plain(value: Any) -> bool:

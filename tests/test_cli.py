@@ -176,11 +176,11 @@ def test_console_script_runs_as_a_module():
 
 
 def test_num_classes_mismatch_between_data_and_network():
-    from lightning_calib.module import ClassificationModule
+    from lightning_calib.module import CalibrationModule
     from models import ResNet
 
     with pytest.raises(ValueError, match=r"num_classes=7 but the data has num_classes=10"):
-        ClassificationModule(network=ResNet(7, depth=8, width=4), num_classes=10)
+        CalibrationModule(network=ResNet(7, depth=8, width=4), num_classes=10)
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):

@@ -363,9 +363,9 @@ def test_torchvision_resnet_local_weights_only(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------- fast_dev_run fits
 def _tiny_fit(dm: pl.LightningDataModule, stem: str = "cifar") -> None:
-    from lightning_calib.module import ClassificationModule
+    from lightning_calib.module import CalibrationModule
 
-    module = ClassificationModule(
+    module = CalibrationModule(
         network=lambda k: models.ResNet(k, depth=8, width=4, stem=stem),
         num_classes=dm.num_classes,
         loss=nn.CrossEntropyLoss(),

@@ -1,4 +1,4 @@
-"""ClassificationModule: loss parts logging, plain losses, temperature scaling, checkpoints."""
+"""CalibrationModule: loss parts logging, plain losses, temperature scaling, checkpoints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules import DigitsDataModule
-from lightning_calib.module import ClassificationModule, logit_statistics
+from lightning_calib.module import CalibrationModule, logit_statistics
 from lightning_calib.temperature import TemperatureGrid, temperature_values
 from models import ResNet
 
@@ -34,9 +34,9 @@ class CountingLoss(nn.Module):
         return self.forward_with_parts(logits, target)[0]
 
 
-def tiny_module(loss=None, **kwargs) -> ClassificationModule:
+def tiny_module(loss=None, **kwargs) -> CalibrationModule:
     net = functools.partial(ResNet, depth=8, width=4)
-    return ClassificationModule(network=net, num_classes=10, loss=loss, **kwargs)
+    return CalibrationModule(network=net, num_classes=10, loss=loss, **kwargs)
 
 
 def trainer(tmp_path, **kwargs) -> pl.Trainer:
@@ -103,7 +103,7 @@ def test_cli_checkpoint_loads_outside_the_cli(tmp_path):
 
     cfg = str(CONFIGS / "digits" / "mbls.yaml")
     main(["fit", "--config", cfg, *tiny_trainer_args(tmp_path), "--trainer.max_epochs=1"])
-    model = ClassificationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    model = CalibrationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert type(model.loss).__name__ == "MbLS"
     assert model.network.fc.out_features == 10
     x = torch.zeros(2, 3, 16, 16)
@@ -117,13 +117,13 @@ def test_module_checkpoint_from_python_needs_the_modules_again(tmp_path):
     path = tr.checkpoint_callback.best_model_path
     assert "network" not in model.hparams and "loss" not in model.hparams
     net = functools.partial(ResNet, depth=8, width=4)
-    loaded = ClassificationModule.load_from_checkpoint(path, network=net, loss=CountingLoss())
+    loaded = CalibrationModule.load_from_checkpoint(path, network=net, loss=CountingLoss())
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_wrong_network_output_is_a_clear_error(tmp_path):
-    model = ClassificationModule(network=nn.Sequential(nn.Flatten(), nn.Linear(768, 7)),
+    model = CalibrationModule(network=nn.Sequential(nn.Flatten(), nn.Linear(768, 7)),
                                  num_classes=10)  # fmt: skip
     with pytest.raises(ValueError, match=r"expected \(batch, 10, \.\.\.\) for num_classes=10"):
         trainer(tmp_path).fit(model, DigitsDataModule(batch_size=16))

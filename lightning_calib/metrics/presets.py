@@ -1,0 +1,205 @@
+"""Named metric sets of the task module: one :class:`MetricSet` per task, built from data facts.
+
+A preset is a function ``(num_classes, n_bins, ignore_index) -> MetricSet``; the module takes
+a preset name (``"classification"``, ``"segmentation"``) or any such function, so a new task
+adds a preset here instead of a copy of the module.
+
+Two things every preset gets right, whatever its metrics:
+
+* **Compute groups are declared, never discovered.** torchmetrics' ``MetricCollection`` by
+  default merges metrics whose states are equal after the *first* update and from then on
+  updates only one of them. Top-1 and top-5 accuracy have the same state names, so a first
+  batch that is 100% top-1 correct merged them for good and ``top5`` reported top-1 for the
+  rest of the epoch (a value that depended on the batch size). Here the groups are explicit:
+  only metrics whose states are the same function of the data by construction share one
+  (ECE and MCE: per-bin counts, confidence sums and correct counts).
+* **The batch is validated once, by the set, not by whichever metric comes first.** The
+  members are built with ``validate_args=False``; :meth:`MetricSet.update` checks shapes, the
+  class count, the target range (``ignore_index`` allowed) and finite scores, then updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+
+from lightning_calib.metrics.functional import _tensor_validation
+
+__all__ = [
+    "PRESETS",
+    "MetricSet",
+    "MetricSetFactory",
+    "classification_metrics",
+    "get_preset",
+    "segmentation_metrics",
+]
+
+
+class MetricSet(MetricCollection):
+    """A ``MetricCollection`` that validates each batch once and declares its compute groups.
+
+    Args:
+        metrics: ``{key: metric}``; the members should be built with ``validate_args=False``
+            (the set validates for them).
+        num_classes: the class count every batch must have in dim 1.
+        ignore_index: the target value of the rows every member drops; a member built with
+            another value is refused here.
+        compute_groups: lists of keys whose members share states by construction (updated
+            once per batch), or ``False`` for none. Never ``True``: see the module docstring.
+        validate_args: check every batch before the members see it.
+        kwargs: ``prefix`` / ``postfix`` of ``MetricCollection``.
+
+    Raises:
+        ValueError: ``compute_groups=True``, or a member whose ``ignore_index`` differs from
+            ``ignore_index``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_calib.metrics import ECE, TopKAccuracy
+        >>> s = MetricSet({"acc": TopKAccuracy(k=1), "top2": TopKAccuracy(k=2)}, num_classes=3)
+        >>> s.update(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([0]))  # top-1 correct
+        >>> s.update(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([1]))  # only top-2
+        >>> {k: v.item() for k, v in s.compute().items()}
+        {'acc': 0.5, 'top2': 1.0}
+    """
+
+    def __init__(
+        self,
+        metrics: dict[str, Metric],
+        num_classes: int,
+        ignore_index: int | None = None,
+        compute_groups: Sequence[Sequence[str]] | bool = False,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if compute_groups is True:
+            raise ValueError(
+                "`compute_groups` must list the groups explicitly or be False; True lets "
+                "torchmetrics merge metrics whose states happen to be equal after one batch."
+            )
+        groups = [list(g) for g in compute_groups] if compute_groups else False
+        super().__init__(metrics, compute_groups=groups, **kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.validate_args = validate_args
+        for key, metric in metrics.items():
+            declared = getattr(metric, "ignore_index", ignore_index)
+            if declared != ignore_index:
+                raise ValueError(
+                    f"metric {key!r} was built with ignore_index={declared!r} but the data "
+                    f"declares ignore_index={ignore_index!r}."
+                )
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Validate the batch once (when ``validate_args``), then update every group."""
+        if self.validate_args:
+            _tensor_validation(
+                preds, target, self.ignore_index, from_logits=True, num_classes=self.num_classes
+            )
+        super().update(preds, target)
+
+
+MetricSetFactory = Callable[[int, int, "int | None"], MetricCollection]
+
+
+def classification_metrics(
+    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
+) -> MetricSet:
+    """Accuracy, top-5, NLL, Brier, ECE, MCE, adaptive ECE (exact) and class-wise ECE.
+
+    Keys: ``acc``, ``top5`` (only when ``num_classes > 5``), ``nll``, ``brier``, ``ece``,
+    ``mce``, ``aece``, ``cece``. Every metric takes logits. ``ece`` and ``mce`` share one
+    compute group (the same per-bin sums); every other metric is its own group.
+    """
+    from lightning_calib.metrics import (
+        ECE,
+        MCE,
+        NLL,
+        AdaptiveECE,
+        BrierScore,
+        ClasswiseECE,
+        TopKAccuracy,
+    )
+
+    common = {"ignore_index": ignore_index, "validate_args": False}
+    metrics: dict[str, Metric] = {"acc": TopKAccuracy(k=1, **common)}
+    if num_classes > 5:
+        metrics["top5"] = TopKAccuracy(k=5, **common)
+    metrics.update(
+        nll=NLL(**common),
+        brier=BrierScore(num_classes=num_classes, **common),
+        ece=ECE(n_bins=n_bins, **common),
+        mce=MCE(n_bins=n_bins, **common),
+        aece=AdaptiveECE(n_bins=n_bins, **common),
+        cece=ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
+    )
+    return MetricSet(metrics, num_classes, ignore_index, compute_groups=[["ece", "mce"]])
+
+
+def segmentation_metrics(
+    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
+) -> MetricSet:
+    """Dense prediction: mIoU, pixel accuracy and pixel-wise / image-wise calibration.
+
+    Keys: ``miou`` (torchmetrics' ``MulticlassJaccardIndex``, macro over every class),
+    ``acc`` (pixel accuracy), ``nll``, ``ece``, ``mce``, ``aece`` (streaming mode: bounded
+    memory at pixel scale), ``cece`` (pooled over every valid pixel of the evaluated set) and
+    ``image_ece`` (the ECE of each image over its valid pixels, averaged over images).
+    """
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    from lightning_calib.metrics import (
+        ECE,
+        MCE,
+        NLL,
+        AdaptiveECE,
+        ClasswiseECE,
+        ImagewiseECE,
+        TopKAccuracy,
+    )
+
+    common = {"ignore_index": ignore_index, "validate_args": False}
+    metrics: dict[str, Metric] = {
+        "miou": MulticlassJaccardIndex(num_classes, average="macro", **common),
+        "acc": TopKAccuracy(k=1, **common),
+        "nll": NLL(**common),
+        "ece": ECE(n_bins=n_bins, **common),
+        "mce": MCE(n_bins=n_bins, **common),
+        "aece": AdaptiveECE(n_bins=n_bins, mode="streaming", **common),
+        "cece": ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
+        "image_ece": ImagewiseECE(n_bins=n_bins, **common),
+    }
+    return MetricSet(metrics, num_classes, ignore_index, compute_groups=[["ece", "mce"]])
+
+
+PRESETS: dict[str, MetricSetFactory] = {
+    "classification": classification_metrics,
+    "segmentation": segmentation_metrics,
+}
+
+
+def get_preset(name: str) -> MetricSetFactory:
+    """The factory of a named preset, or of a ``"package.module.function"`` import path.
+
+    Raises:
+        ValueError: the name is neither a preset nor an importable callable.
+    """
+    if name in PRESETS:
+        return PRESETS[name]
+    if "." in name:
+        import importlib
+
+        module_name, _, attr = name.rpartition(".")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"`metrics`: cannot import {name!r}: {err}") from err
+        if callable(factory):
+            return factory
+    raise ValueError(
+        f"`metrics` must be one of {sorted(PRESETS)} or an importable factory "
+        f"'package.module.function'; got {name!r}."
+    )
