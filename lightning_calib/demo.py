@@ -4,20 +4,49 @@
 runs through the same CLI a user types (``lightning-calib fit`` then ``test`` on the best
 checkpoint) and prints, side by side, test accuracy, NLL, ECE, AECE and CECE before and
 after temperature scaling (values x100, as papers print them). The table is also written to
-``<out>/summary.json`` and ``<out>/summary.md``.
+``<out>/summary.json`` and ``<out>/summary.md``, and the reliability diagrams of all runs to
+``<out>/reliability.png``.
+
+While it trains, each run shows one status line (``[2/9] ls  epoch 12/30  val/acc 0.981
+8.4 s``), rewritten in place on a terminal and written once, when the run ends, otherwise
+(a pipe, a file, CI). Lightning's own chatter (device and seed lines, tips, checkpoint
+restoring) is kept out of the demo's output by :func:`quiet_lightning`; warnings and errors
+other than the few known, harmless ones still show.
+
+Trainer/model/data overrides are passed on to every run, e.g. ``python -m lightning_calib.demo
+--losses ce acls --trainer.limit_train_batches=2``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import math
+import re
+import sys
 import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
 
 from lightning_calib.cli import main as cli_main
 
-__all__ = ["DEFAULT_LOSSES", "format_table", "run_demo"]
+__all__ = [
+    "DEFAULT_LOSSES",
+    "RunProgress",
+    "format_table",
+    "plot_reliability_grid",
+    "quiet_lightning",
+    "run_demo",
+    "train_and_test",
+]
 
 # Every loss of the ACLS paper's comparison, baselines first, ACLS last.
 DEFAULT_LOSSES = ("ce", "ls", "focal", "flsd", "ecp", "mmce", "mbls", "cpc", "acls")
@@ -32,6 +61,27 @@ COLUMNS = (
     ("cece_ts", "CECE (TS)"),
     ("temperature", "T"),
 )
+RELIABILITY_FILE = "reliability.png"
+
+# The `logging` loggers of Lightning (standalone packages and the unified `lightning` package).
+# Their INFO lines are the "Seed set to 0", "GPU available", "💡 Tip: ... litlogger",
+# "`Trainer.fit` stopped", "Restoring states from the checkpoint" messages.
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "lightning.fabric",
+)
+# Warnings the demo knows to be harmless (message regex, category).
+_KNOWN_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    # the CLI adds a second ModelCheckpoint (last.ckpt) and sorts the monitored one first, so
+    # `ckpt_path="best"` reads best.ckpt (see LightningCalibCLI.instantiate_trainer)
+    (r".*called with Trainer configured with multiple `ModelCheckpoint` callbacks", UserWarning),
+    # torch's pytree deprecation, raised from inside pytorch_lightning
+    (r".*isinstance\(treespec, LeafSpec\)", FutureWarning),
+)
+# Command-line overrides the demo passes on to every run.
+_PASS_THROUGH = ("--trainer.", "--model.", "--data.", "--checkpoint.", "--seed_everything")
 
 
 def config_dir() -> Path:
@@ -40,8 +90,170 @@ def config_dir() -> Path:
     return here if here.is_dir() else Path("configs")
 
 
-def train_and_test(config: Path, out: Path, extra: list[str]) -> dict[str, float]:
-    """Fit one config, then test its best checkpoint; return the ``test/`` metrics."""
+@contextlib.contextmanager
+def quiet_lightning(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence Lightning's INFO lines and the known harmless warnings, inside the block only.
+
+    * The ``pytorch_lightning`` / ``lightning_fabric`` (and ``lightning.*``) loggers are set to
+      ``level`` (never lowered), which drops their ``rank_zero_info`` lines -- the litlogger
+      and litmodels tips among them: Lightning prints those through this logger and has no
+      switch of its own for them. Their previous levels are restored on exit.
+    * Warning filters for the messages in ``_KNOWN_WARNINGS`` only, inside
+      :class:`warnings.catch_warnings`, which restores the filters on exit.
+
+    Warnings, errors and exceptions of every other kind go through as before.
+    """
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    saved = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for message, category in _KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        try:
+            for lg in loggers:
+                lg.setLevel(max(level, lg.getEffectiveLevel()))
+            yield
+        finally:
+            for lg, old in zip(loggers, saved):
+                lg.setLevel(old)
+
+
+class RunProgress(pl.Callback):
+    r"""One status line per run: ``[i/n] loss  epoch e/N  val/acc x  t s``.
+
+    On a terminal the line is rewritten in place (``\r``) while the run trains; on anything
+    else (a pipe, a file, CI) nothing is written until :meth:`close` writes the final line.
+
+    Args:
+        name: the run's name (the loss).
+        index: 1-based position of the run.
+        total: number of runs.
+        width: pad ``name`` to this many characters (to align the lines of several runs).
+        stream: where to write; ``None`` for the current ``sys.stdout``.
+        tty: rewrite the line in place; ``None`` to ask ``stream.isatty()``.
+        interval: the fewest seconds between two rewrites within an epoch.
+        start: ``time.perf_counter()`` value the elapsed time counts from (default: now).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        index: int = 1,
+        total: int = 1,
+        *,
+        width: int = 0,
+        stream: IO[str] | None = None,
+        tty: bool | None = None,
+        interval: float = 0.25,
+        start: float | None = None,
+    ) -> None:
+        self.label = f"[{index}/{total}] {name:<{width}}"
+        self._stream = stream
+        self._tty = tty
+        self.interval = interval
+        self.start = time.perf_counter() if start is None else start
+        self.epoch = 0
+        self.max_epochs: int | None = None
+        self.val_acc: float | None = None
+        self.status = ""
+        self.closed = False
+        self._last_draw = -math.inf
+        self._drawn = 0
+
+    @property
+    def stream(self) -> IO[str]:  # noqa: D102
+        return sys.stdout if self._stream is None else self._stream
+
+    @property
+    def tty(self) -> bool:
+        """Whether the line is rewritten in place."""
+        if self._tty is not None:
+            return self._tty
+        try:
+            return bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def line(self) -> str:
+        """The status line as it reads now."""
+        n = self.max_epochs if self.max_epochs is not None and self.max_epochs >= 0 else "?"
+        parts = [self.label, f"epoch {self.epoch}/{n}"]
+        if self.val_acc is not None:
+            parts.append(f"val/acc {self.val_acc:.3f}")
+        if self.status:
+            parts.append(self.status)
+        parts.append(f"{time.perf_counter() - self.start:.1f} s")
+        return "  ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        """Rewrite the line on a terminal (at most every ``interval`` s unless ``force``)."""
+        if self.closed or not self.tty:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        text = self.line()
+        self.stream.write("\r" + text + " " * max(0, self._drawn - len(text)))
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def close(self, status: str = "") -> None:
+        """Write the final line (once), ending it with a newline."""
+        if self.closed:
+            return
+        self.status = status
+        text = self.line()
+        prefix = "\r" if self.tty and self._drawn else ""
+        self.stream.write(prefix + text + " " * max(0, self._drawn - len(text)) + "\n")
+        self.stream.flush()
+        self.closed = True
+
+    def _read_val_acc(self, trainer: pl.Trainer) -> None:
+        value = trainer.callback_metrics.get("val/acc")
+        if value is not None:
+            self.val_acc = float(value)
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self.max_epochs = trainer.max_epochs
+        self.status = ""
+        self.draw(force=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self.epoch = trainer.current_epoch + 1
+        self.draw(force=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        self.draw()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        # after the epoch-level metrics reached `callback_metrics` (not so in *_epoch_end)
+        if not trainer.sanity_checking:
+            self._read_val_acc(trainer)
+            self.draw(force=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self._read_val_acc(trainer)
+        self.draw(force=True)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self.status = "testing the best checkpoint"
+        self.draw(force=True)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self.status = ""
+
+    def on_exception(  # noqa: D102
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.close(f"failed: {type(exception).__name__}")
+
+
+def _fit_and_test(
+    config: Path, out: Path, extra: list[str], callbacks: Sequence[pl.Callback] = ()
+) -> tuple[dict[str, float], dict[str, dict[str, Tensor]]]:
+    """Fit one config, test its best checkpoint; the ``test/`` metrics and reliability data."""
     root = out / config.stem
     args = [
         "--config", str(config),
@@ -51,11 +263,24 @@ def train_and_test(config: Path, out: Path, extra: list[str]) -> dict[str, float
     ]  # fmt: skip
     cli = cli_main(args, run=False)
     assert cli is not None
+    cli.trainer.callbacks.extend(callbacks)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     results = cli.trainer.test(
         cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
     )
-    return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+    metrics = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+    reliability = dict(getattr(cli.model, "test_reliability", {}) or {})
+    return metrics, reliability
+
+
+def train_and_test(
+    config: Path, out: Path, extra: list[str], callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, float]:
+    """Fit one config, then test its best checkpoint; return the ``test/`` metrics.
+
+    ``callbacks`` are added to the trainer the config builds (e.g. a :class:`RunProgress`).
+    """
+    return _fit_and_test(config, out, extra, callbacks)[0]
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -74,31 +299,152 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _sums(curve: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """``count`` and the per-bin sums the plotting helper takes, from per-bin means."""
+    count = curve["count"].double()
+    conf_sum = torch.nan_to_num(count * curve["confidence"].double(), nan=0.0)
+    correct_sum = torch.nan_to_num(count * curve["accuracy"].double(), nan=0.0)
+    return count, conf_sum, correct_sum
+
+
+def plot_reliability_grid(
+    reliability: Mapping[str, Mapping[str, Mapping[str, Tensor]]],
+    rows: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    *,
+    ncols: int = 3,
+    suptitle: str | None = None,
+) -> Path:
+    """Draw one reliability diagram per run into one image (Agg backend); return its path.
+
+    Args:
+        reliability: run name -> ``{"raw": ..., "ts": ...}``, each the output of
+            :meth:`~lightning_calib.metrics.ECE.reliability` (``ts`` optional).
+        rows: run name -> test metrics (``ece``, ``ece_ts``, ``temperature`` are read).
+        path: the image to write (PNG by its suffix).
+        ncols: panels per row.
+        suptitle: the figure's title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from lightning_calib.metrics._plot import plot_reliability_diagram
+
+    names = list(reliability)
+    ncols = max(1, min(ncols, len(names)))
+    nrows = max(1, math.ceil(len(names) / ncols))
+    fig = Figure(figsize=(4.4 * ncols, 4.4 * nrows + (0.4 if suptitle else 0.0)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        curves = reliability[name]
+        metrics = rows.get(name, {})
+        if "raw" not in curves:
+            ax.set_axis_off()
+            ax.set_title(f"{name}: no reliability data")
+            continue
+        raw = curves["raw"]
+        plot_reliability_diagram(
+            raw["lower"], raw["upper"], *_sums(raw), ax=ax, title=f"{name}  ECE",
+            value=metrics.get("ece"),
+        )  # fmt: skip
+        ts = curves.get("ts")
+        if ts is not None:
+            full = ts["count"] > 0
+            label = "TS"
+            if "temperature" in metrics:
+                label += f" (T={metrics['temperature']:.2f})"
+            if "ece_ts" in metrics:
+                label += f", ECE {metrics['ece_ts']:.4f}"
+            ax.plot(
+                ts["confidence"][full].detach().cpu().double().numpy(),
+                ts["accuracy"][full].detach().cpu().double().numpy(),
+                marker="o", markersize=3, color="tab:green", linewidth=1.2, label=label,
+            )  # fmt: skip
+        ax.set_xlabel("Confidence")
+        ax.legend(loc="lower right", fontsize=7)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def run_demo(
     losses: tuple[str, ...] = DEFAULT_LOSSES,
     out: str | Path = "runs/demo",
     extra: list[str] | None = None,
+    *,
+    progress: bool = True,
+    quiet: bool = True,
+    plot: bool = True,
+    stream: IO[str] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Train and test each loss's digits config; write and return the summary."""
+    """Train and test each loss's digits config; write and return the summary.
+
+    Args:
+        losses: names of ``configs/digits/<name>.yaml``.
+        out: output folder (one sub-folder per run, ``summary.json``, ``summary.md``,
+            ``reliability.png``).
+        extra: CLI overrides passed to every run (``--trainer.max_epochs=2``, ...).
+        progress: show one :class:`RunProgress` line per run on ``stream``.
+        quiet: keep Lightning's INFO lines and known warnings out (:func:`quiet_lightning`).
+        plot: write the reliability diagrams of all runs to ``<out>/reliability.png``.
+        stream: where the progress lines go (default: ``sys.stdout``).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     configs = config_dir() / "digits"
-    rows: dict[str, dict[str, float]] = {}
-    for name in losses:
-        path = configs / f"{name}.yaml"
+    paths = {name: configs / f"{name}.yaml" for name in losses}
+    for path in paths.values():
         if not path.is_file():
             known = sorted(p.stem for p in configs.glob("*.yaml") if not p.stem.startswith("_"))
             raise FileNotFoundError(f"no config {path}; known losses: {', '.join(known)}")
-        start = time.perf_counter()
-        rows[name] = train_and_test(path, out, list(extra or []))
-        rows[name]["seconds"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    if plot:
+        (out / RELIABILITY_FILE).unlink(missing_ok=True)  # never report a stale image
+    rows: dict[str, dict[str, float]] = {}
+    curves: dict[str, dict[str, dict[str, Tensor]]] = {}
+    width = max((len(name) for name in losses), default=0)
+    with quiet_lightning() if quiet else contextlib.nullcontext(), warnings.catch_warnings():
+        if quiet:
+            # a rerun writes into its own run folders again, by design (best.ckpt is replaced)
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"Checkpoint directory {re.escape(str(out))}.* exists and is not empty",
+            )
+        for i, (name, path) in enumerate(paths.items(), 1):
+            start = time.perf_counter()
+            callbacks: list[pl.Callback] = []
+            bar = None
+            if progress:
+                bar = RunProgress(
+                    name, i, len(paths), width=width, stream=stream, start=start
+                )  # fmt: skip
+                callbacks.append(bar)
+            rows[name], curves[name] = _fit_and_test(path, out, list(extra or []), callbacks)
+            rows[name]["seconds"] = time.perf_counter() - start
+            if bar is not None:
+                acc = rows[name].get("acc")
+                bar.close("" if acc is None else f"test/acc {acc:.3f}")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     (out / "summary.md").write_text(format_table(rows) + "\n")
+    if plot and any(curves.values()):
+        plot_reliability_grid(
+            curves, rows, out / RELIABILITY_FILE,
+            suptitle="Digits test split, best checkpoint: raw (bars) and temperature-scaled (TS)",
+        )  # fmt: skip
     return rows
 
 
-def _parse(argv: list[str] | None) -> Any:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parse(argv: list[str] | None) -> tuple[Any, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Other --trainer.*, --model.*, --data.*, --checkpoint.* arguments are passed on "
+        "to every run (e.g. --trainer.limit_train_batches=2).",
+    )
     parser.add_argument(
         "--losses",
         nargs="+",
@@ -107,21 +453,40 @@ def _parse(argv: list[str] | None) -> Any:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the epochs")
-    return parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    overrides: list[str] = []
+    for arg in rest:
+        takes_value = bool(overrides) and "=" not in overrides[-1] and overrides[-1][:2] == "--"
+        if arg.startswith(_PASS_THROUGH) or (takes_value and not arg.startswith("-")):
+            overrides.append(arg)
+        else:
+            parser.error(f"unrecognized arguments: {arg}")
+    return args, overrides
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of the demo."""
-    args = _parse(argv)
+    args, overrides = _parse(argv)
     extra = [] if args.max_epochs is None else [f"--trainer.max_epochs={args.max_epochs}"]
+    extra += overrides
+    n = len(args.losses)
+    print(
+        f"Training {n} loss{'es' if n != 1 else ''} on the embedded digits data "
+        "(configs/digits/<loss>.yaml), then testing each best-val-accuracy checkpoint:",
+        flush=True,
+    )
     start = time.perf_counter()
     rows = run_demo(tuple(args.losses), args.out, extra)
     print()
     print("Digits test split (540 images), best-val-accuracy checkpoint, values x100:")
     print(format_table(rows))
+    print("(The last digits move at float rounding from one CPU to another.)")
     print(
         f"\n{len(rows)} runs in {time.perf_counter() - start:.0f} s; table in {args.out}/summary.md"
     )
+    image = Path(args.out) / RELIABILITY_FILE
+    if image.is_file():
+        print(f"Reliability diagrams: {image}")
 
 
 if __name__ == "__main__":

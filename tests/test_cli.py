@@ -201,3 +201,27 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     momentum_b = b["optimizer_states"][0]["state"]
     assert all(torch.equal(momentum_a[k]["momentum_buffer"], momentum_b[k]["momentum_buffer"])
                for k in momentum_a)  # fmt: skip
+
+
+def test_a_printed_config_reruns_to_the_same_weights(tmp_path, capsys, monkeypatch):
+    """``fit --print_config`` output, saved and run as the only config, trains the same model
+    bit for bit as the composed command line it was printed from."""
+    config = str(CONFIGS / "digits" / "acls.yaml")
+    composed, printed = tmp_path / "composed", tmp_path / "printed"
+    args = ["--model.loss.init_args.margin=6.0", *tiny_trainer_args(composed, batches=3)]
+    code, text, _ = _console(["--config", config, *args, "--print_config"],
+                             capsys, monkeypatch)  # fmt: skip
+    assert code in (0, None)
+    assert "__base__" not in text
+    (tmp_path / "printed.yaml").write_text(text)
+    main(["fit", "--config", config, *args])
+    main(["fit", "--config", str(tmp_path / "printed.yaml"),
+          f"--trainer.default_root_dir={printed}",
+          f"--trainer.logger.init_args.save_dir={printed}"])  # fmt: skip
+    a = torch.load(composed / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(printed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["hyper_parameters"]["loss"]["init_args"]["margin"] == 6.0
+    assert a["hyper_parameters"] == b["hyper_parameters"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONFIGS, REPO, tiny_trainer_args
 
 from lightning_calib.cli import main
@@ -50,3 +52,32 @@ def test_ddp_validate_equals_single_process(tmp_path):
     assert keys <= expected.keys() and keys <= got.keys()
     for key in sorted(keys):
         assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), key
+
+
+def test_ddp_fit_from_a_composed_config_relaunches_the_same_config(tmp_path):
+    """A 2-process fit of a ``__base__``-composed config with a command-line override: the
+    re-launched rank parses the user's short command line again (``sys.argv`` is never
+    rewritten) and ends with the same config as rank 0."""
+    out = tmp_path / "ddp.json"
+    command = [
+        "fit", "--config", CONFIG, *tiny_trainer_args(tmp_path / "run", epochs=1, batches=2),
+        "--model.loss.init_args.margin=6.0",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_cli_script.py"), *command],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "DDP_OUT": str(out)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(out.read_text())["world_size"] == 2
+    ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1)]
+    assert ranks[0]["config"] == ranks[1]["config"]
+    assert ranks[1]["argv"] == command  # re-launched with what the user typed
+    config = json.loads(ranks[1]["config"])
+    assert config["model"]["loss"]["class_path"] == "losses.ACLS"
+    assert config["model"]["loss"]["init_args"]["margin"] == 6.0
+    assert config["model"]["network"]["init_args"]["width"] == 4  # the override, not the base
+    assert config["trainer"]["max_epochs"] == 1
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["loss"]["init_args"]["margin"] == 6.0

@@ -1,4 +1,4 @@
-"""Each loss against an independent float64 reference written from REFERENCE.md's formulas.
+"""Each loss against an independent float64 reference written from docs/REFERENCE.md's formulas.
 
 The references loop over the rows one at a time in float64 torch (autograd gives their
 gradients) and share nothing with the implementation: no flatten helper, no masking by weights,
@@ -324,7 +324,7 @@ def test_acls_reg_part_is_the_reference_regularizer(margin_kernel):
 
 
 def acls_soft_target_grad(logits, target, alpha, pos_lambda, neg_lambda, margin):
-    """REFERENCE.md: dL/dz_k = (p_k - yhat_k) / N with the implicit soft targets (NumPy)."""
+    """docs/REFERENCE.md: dL/dz_k = (p_k - yhat_k) / N with the implicit soft targets (NumPy)."""
     z = logits.detach().numpy()
     t = target.numpy()
     n_valid = int((t != IGNORE).sum())
