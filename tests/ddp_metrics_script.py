@@ -1,4 +1,4 @@
-"""Every metric on 2 gloo processes with uneven shards, and on 1 process; values to a JSON file.
+"""Every registered metric on 2 gloo processes with uneven shards, and on 1 process; to JSON.
 
 Run by ``tests/test_metrics_ddp.py`` as a subprocess (DDP inside the pytest process would
 re-run pytest for rank 1)::
@@ -10,6 +10,10 @@ and 4 (2 + 4 images): different counts, sizes and shapes per rank. Each rank upd
 metrics; ``compute()`` syncs the states through ``torch.distributed`` (gloo, CPU). The parent
 then feeds all batches to fresh metrics in one process. Values are written with ``float.hex``
 so the comparison is bit for bit where it can be.
+
+The metrics are those of the registry ``tests/metric_cases.py`` (this script's directory is on
+``sys.path``): ``NAME`` is the value of ``compute()``, ``NAME:METHOD`` the flattened tensor of
+each of the entry's ``extras`` (``error_bound``, ``compute_per_class``).
 """
 
 from __future__ import annotations
@@ -21,37 +25,14 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from lightning_calib.metrics import (
-    ECE,
-    MCE,
-    NLL,
-    AdaptiveECE,
-    BatchAveragedECE,
-    BrierScore,
-    ClasswiseECE,
-    ImagewiseECE,
-    TopKAccuracy,
-)
+from metric_cases import BY_NAME, CASES
 
 C = 6
 SHARDS = {0: [0, 2, 3], 1: [1, 4]}
 
 
 def make_metrics() -> dict:
-    common = {"ignore_index": 255}
-    return {
-        "ECE": ECE(**common),
-        "MCE": MCE(**common),
-        "AdaptiveECE": AdaptiveECE(**common),
-        "AdaptiveECE-streaming": AdaptiveECE(mode="streaming", resolution=256, **common),
-        "ClasswiseECE": ClasswiseECE(C, **common),
-        "ImagewiseECE": ImagewiseECE(**common),
-        "BatchAveragedECE": BatchAveragedECE(**common),
-        "NLL": NLL(**common),
-        "BrierScore": BrierScore(C, **common),
-        "TopKAccuracy": TopKAccuracy(k=2, **common),
-    }
+    return {case.name: case.make(C, 255) for case in CASES}
 
 
 def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +50,10 @@ def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def results(metrics: dict) -> dict:
     out = {name: float(m.compute()).hex() for name, m in metrics.items()}
-    out["AdaptiveECE-streaming:bound"] = float(metrics["AdaptiveECE-streaming"].error_bound()).hex()
+    for name, m in metrics.items():
+        for method in BY_NAME[name].extras:  # synced like compute(): called on every rank
+            values = getattr(m, method)().reshape(-1).tolist()
+            out[f"{name}:{method}"] = [float(v).hex() for v in values]
     ece = metrics["ECE"]
     with ece.sync_context():  # the reduced states themselves (a no-op on one process)
         out["ECE:count"] = ece.count.tolist()

@@ -1,9 +1,10 @@
-"""Calibration metrics against an independent float64 NumPy reference, over several batches.
+"""Every metric against its independent float64 NumPy reference, over several batches.
 
-The reference below is written straight from the formulas of docs/REFERENCE.md ("Calibration
-metrics"): softmax in NumPy float64, rows of every valid pixel, bins by the formula, loops over
-bins. The only thing shared with the implementation is the equal-width bin index formula
-``clip(ceil(conf * n) - 1, 0, n - 1)`` in float64, the convention both must follow at the edges.
+The references are in ``tests/metric_refs.py``, the metrics and their tolerances in the
+registry ``tests/metric_cases.py``: the generic tests below run every registered metric on
+classification and dense batches, with and without ``ignore_index``, from logits and from
+probabilities. The tests after them are specific to one metric (hand-computed values, ties,
+saturated confidences, conventions).
 """
 
 from __future__ import annotations
@@ -11,6 +12,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from metric_cases import CASES, CLASSIFICATION, DENSE
+from metric_refs import (
+    ref_aece,
+    ref_all_rows,
+    ref_batch_averaged,
+    ref_bin,
+    ref_cece,
+    ref_ece,
+    ref_imagewise,
+    ref_rows,
+)
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from lightning_calib.metrics import (
@@ -19,123 +31,11 @@ from lightning_calib.metrics import (
     NLL,
     AdaptiveECE,
     BatchAveragedECE,
-    BrierScore,
     ClasswiseECE,
     ImagewiseECE,
     TopKAccuracy,
 )
 from lightning_calib.metrics import functional as F
-
-# ----------------------------------------------------------------------------------------------
-# the reference
-# ----------------------------------------------------------------------------------------------
-
-
-def ref_rows(preds, target, ignore_index=None, from_logits=True):
-    """(probabilities (M, C) float64, target (M,)) of the valid rows."""
-    x = preds.detach().to(torch.float64).numpy()
-    y = target.numpy().astype(np.int64)
-    c = x.shape[1]
-    x = np.moveaxis(x, 1, -1).reshape(-1, c)
-    y = y.reshape(-1)
-    if ignore_index is not None:
-        keep = y != ignore_index
-        x, y = x[keep], y[keep]
-    if from_logits:
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        x = e / e.sum(axis=1, keepdims=True)
-    return x, y
-
-
-def ref_bin(conf, n_bins):
-    return np.clip(np.ceil(conf * n_bins) - 1, 0, n_bins - 1).astype(np.int64)
-
-
-def ref_binned_gaps(conf, hit, b, n_bins):
-    """[(|B_b|, |acc_b - conf_b|)] over the non-empty bins."""
-    out = []
-    for k in range(n_bins):
-        m = b == k
-        if m.any():
-            out.append((m.sum(), abs(hit[m].mean() - conf[m].mean())))
-    return out
-
-
-def ref_ece(p, y, n_bins=15):
-    conf, hit = p.max(1), (p.argmax(1) == y).astype(np.float64)
-    gaps = ref_binned_gaps(conf, hit, ref_bin(conf, n_bins), n_bins)
-    return sum(n * g for n, g in gaps) / len(y) if len(y) else float("nan")
-
-
-def ref_mce(p, y, n_bins=15):
-    conf, hit = p.max(1), (p.argmax(1) == y).astype(np.float64)
-    gaps = ref_binned_gaps(conf, hit, ref_bin(conf, n_bins), n_bins)
-    return max(g for _, g in gaps)
-
-
-def ref_aece(p, y, n_bins=15):
-    conf, hit = p.max(1), (p.argmax(1) == y).astype(np.float64)
-    n = len(conf)
-    edges = np.interp(np.linspace(0, n, n_bins + 1), np.arange(n), np.sort(conf))
-    total = 0.0
-    for k in range(n_bins):
-        m = (conf > edges[k]) & (conf <= edges[k + 1])
-        if k == 0:
-            m |= conf == edges[0]  # the fix: the first bin is closed at its lower end
-        if m.any():
-            total += m.sum() * abs(hit[m].mean() - conf[m].mean())
-    return total / n
-
-
-def ref_cece(p, y, n_bins=15):
-    per_class = []
-    for c in range(p.shape[1]):
-        pc, hit = p[:, c], (y == c).astype(np.float64)
-        gaps = ref_binned_gaps(pc, hit, ref_bin(pc, n_bins), n_bins)
-        per_class.append(sum(n * g for n, g in gaps) / len(y))
-    return float(np.mean(per_class))
-
-
-def ref_nll(p, y):
-    return float(np.mean(-np.log(p[np.arange(len(y)), y])))
-
-
-def ref_brier(p, y):
-    onehot = np.eye(p.shape[1])[y]
-    return float(np.mean(((p - onehot) ** 2).sum(1)))
-
-
-def ref_topk(p, y, k):
-    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    return float(np.mean((top == y[:, None]).any(1)))
-
-
-def ref_imagewise(batches, ignore_index, n_bins=15):
-    values = []
-    for preds, target in batches:
-        for i in range(preds.shape[0]):
-            p, y = ref_rows(preds[i : i + 1], target[i : i + 1], ignore_index)
-            if len(y):
-                values.append(ref_ece(p, y, n_bins))
-    return float(np.mean(values))
-
-
-def ref_batch_averaged(batches, ignore_index, exclude=(0,), n_bins=15):
-    num = den = 0.0
-    for preds, target in batches:
-        p, y = ref_rows(preds, target, ignore_index)
-        keep = ~np.isin(y, exclude)
-        p, y = p[keep], y[keep]
-        if len(y):
-            num += len(y) * ref_ece(p, y, n_bins)
-            den += len(y)
-    return num / den
-
-
-def ref_all_rows(batches, ignore_index=None, from_logits=True):
-    parts = [ref_rows(p, t, ignore_index, from_logits) for p, t in batches]
-    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
-
 
 # ----------------------------------------------------------------------------------------------
 # data
@@ -192,33 +92,85 @@ def run(metric, batches):
     return metric.compute().item()
 
 
-CASES = [
+#: (batch kind, ignore_index, from_logits) of the data every registered metric is run on
+DATA = [
     pytest.param("cls", None, True, id="cls"),
     pytest.param("cls", -100, True, id="cls-ignore"),
     pytest.param("seg", 255, True, id="seg-ignore"),
     pytest.param("seg", None, False, id="seg-probs"),
 ]
+INPUT_KIND = {"cls": CLASSIFICATION, "seg": DENSE}
+
+
+def _over_data(cases, with_variants=False):
+    """``pytest.param(case, [variant,] kind, ignore, from_logits)`` for the inputs it accepts."""
+    out = []
+    for case in cases:
+        for variant in case.variants if with_variants else [{}]:
+            for data in DATA:
+                kind = data.values[0]
+                if INPUT_KIND[kind] not in case.inputs:
+                    continue
+                suffix = "".join(f"-{k}={v}" for k, v in variant.items())
+                head = (case, variant) if with_variants else (case,)
+                out.append(pytest.param(*head, *data.values, id=f"{case.name}{suffix}-{data.id}"))
+    return out
+
+
+def concatenated(batches):
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+# ----------------------------------------------------------------------------------------------
+# every registered metric
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "variant", "kind", "ignore", "from_logits"),
+    _over_data(CASES, with_variants=True),
+)
+def test_value_equals_reference_over_several_batches(case, variant, kind, ignore, from_logits):
+    batches = make_batches(kind, ignore, from_logits=from_logits)
+    metric = case.make(C, ignore, from_logits=from_logits, **variant)
+    value = run(metric, batches)
+    assert value == case.approx(metric, case.reference(metric, batches))
+    if case.unit == "batch":
+        return  # batch-size dependent by design (see the BatchAveragedECE test)
+    # batch-order and batch-size independence: other batchings give the same number
+    reordered = case.make(C, ignore, from_logits=from_logits, **variant)
+    assert run(reordered, batches[::-1]) == pytest.approx(value, abs=1e-14)
+    one_batch = case.make(C, ignore, from_logits=from_logits, **variant)
+    assert run(one_batch, [concatenated(batches)]) == pytest.approx(value, abs=1e-14)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.functional], ids=lambda c: c.name)
+def test_functional_one_shots_equal_the_classes(case):
+    z, y = miscalibrated_logits((4, 6, 6), seed=8)
+    y = with_void(y, 8)
+    metric = case.make(C, 255)
+    value = case.functional(metric, z, y)
+    metric.update(z, y)
+    assert value.item() == pytest.approx(metric.compute().item(), abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "ignore", "from_logits"), _over_data([c for c in CASES if c.functional])
+)
+def test_functional_one_shot_of_concatenated_batches(case, kind, ignore, from_logits):
+    batches = make_batches(kind, ignore, from_logits=from_logits)
+    metric = case.make(C, ignore, from_logits=from_logits)
+    one_shot = case.functional(metric, *concatenated(batches)).item()
+    metric.update(*concatenated(batches))
+    assert one_shot == pytest.approx(metric.compute().item(), abs=1e-15)
+    if case.unit != "batch":
+        several = run(case.make(C, ignore, from_logits=from_logits), batches)
+        assert one_shot == pytest.approx(several, abs=1e-14)
 
 
 # ----------------------------------------------------------------------------------------------
 # equal-width binned metrics
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("kind", "ignore", "from_logits"), CASES)
-@pytest.mark.parametrize("n_bins", [15, 7])
-def test_ece_and_mce_equal_reference_on_concatenated_batches(kind, ignore, from_logits, n_bins):
-    batches = make_batches(kind, ignore, from_logits=from_logits)
-    p, y = ref_all_rows(batches, ignore, from_logits)
-    ece = run(ECE(n_bins, ignore_index=ignore, from_logits=from_logits), batches)
-    mce = run(MCE(n_bins, ignore_index=ignore, from_logits=from_logits), batches)
-    assert ece == pytest.approx(ref_ece(p, y, n_bins), abs=1e-12)
-    assert mce == pytest.approx(ref_mce(p, y, n_bins), abs=1e-12)
-    # batch-size independence: one batch of everything gives the same number
-    whole = ECE(n_bins, ignore_index=ignore, from_logits=from_logits)
-    for preds, target in batches[::-1]:
-        whole.update(preds, target)
-    assert whole.compute().item() == pytest.approx(ece, abs=1e-14)
 
 
 def test_binning_changes_the_answer_and_is_matched():
@@ -349,24 +301,6 @@ def test_tie_counts_as_correct():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "ignore", "from_logits"), CASES)
-def test_adaptive_ece_exact_equals_reference(kind, ignore, from_logits):
-    batches = make_batches(kind, ignore, from_logits=from_logits)
-    p, y = ref_all_rows(batches, ignore, from_logits)
-    for n_bins in (15, 4):
-        value = run(AdaptiveECE(n_bins, ignore_index=ignore, from_logits=from_logits), batches)
-        assert value == pytest.approx(ref_aece(p, y, n_bins), abs=1e-12)
-        one_shot = F.adaptive_calibration_error(
-            torch.cat([b[0] for b in batches]) if kind == "cls" else batches[0][0],
-            torch.cat([b[1] for b in batches]) if kind == "cls" else batches[0][1],
-            n_bins,
-            ignore,
-            from_logits=from_logits,
-        ).item()
-        if kind == "cls":
-            assert one_shot == pytest.approx(value, abs=1e-14)
-
-
 def test_adaptive_first_bin_keeps_the_least_confident_row():
     """The public code drops the row at e_0; here it is in the first bin (the fix)."""
     # confidences 0.625 (wrong), 0.75, 0.875, 0.9375 (right); 2 bins: edges 0.625, 0.875, 0.9375
@@ -393,14 +327,6 @@ def test_adaptive_ties_share_a_bin():
         probs, torch.from_numpy(y), 4, from_logits=False
     ).item() == pytest.approx(ref_aece(probs.double().numpy(), y, 4), abs=1e-12)
     assert edges.tolist() == np.interp(np.linspace(0, 8, 5), np.arange(8), np.sort(conf)).tolist()
-
-
-@pytest.mark.parametrize(("kind", "ignore", "from_logits"), CASES)
-def test_classwise_ece_equals_reference(kind, ignore, from_logits):
-    batches = make_batches(kind, ignore, from_logits=from_logits)
-    p, y = ref_all_rows(batches, ignore, from_logits)
-    value = run(ClasswiseECE(C, 10, ignore_index=ignore, from_logits=from_logits), batches)
-    assert value == pytest.approx(ref_cece(p, y, 10), abs=1e-12)
 
 
 def test_classwise_counts_classes_absent_from_the_labels():
@@ -450,23 +376,8 @@ def test_batch_averaged_ece_equals_mbls_convention_and_depends_on_batching():
 
 
 # ----------------------------------------------------------------------------------------------
-# NLL, Brier, top-k
+# NLL
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("kind", "ignore", "from_logits"), CASES)
-def test_sum_metrics_equal_reference(kind, ignore, from_logits):
-    batches = make_batches(kind, ignore, from_logits=from_logits)
-    p, y = ref_all_rows(batches, ignore, from_logits)
-    nll = run(NLL(ignore_index=ignore, from_logits=from_logits), batches)
-    brier = run(BrierScore(C, ignore_index=ignore, from_logits=from_logits), batches)
-    top1 = run(TopKAccuracy(1, ignore_index=ignore, from_logits=from_logits), batches)
-    top3 = run(TopKAccuracy(3, ignore_index=ignore, from_logits=from_logits), batches)
-    rtol = 1e-12 if from_logits else 1e-6  # probabilities were rounded to float32
-    assert nll == pytest.approx(ref_nll(p, y), rel=rtol)
-    assert brier == pytest.approx(ref_brier(p, y), rel=rtol)
-    assert top1 == ref_topk(p, y, 1)
-    assert top3 == ref_topk(p, y, 3)
 
 
 def test_nll_matches_torch_cross_entropy():
@@ -477,20 +388,3 @@ def test_nll_matches_torch_cross_entropy():
     metric.update(z[1:], y[1:])
     expected = torch.nn.functional.cross_entropy(z.double(), y, ignore_index=255).item()
     assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
-
-
-def test_functional_one_shots_equal_the_classes():
-    z, y = miscalibrated_logits((4, 6, 6), seed=8)
-    y = with_void(y, 8)
-    pairs = [
-        (F.expected_calibration_error(z, y, 15, 255), ECE(ignore_index=255)),
-        (F.maximum_calibration_error(z, y, 15, 255), MCE(ignore_index=255)),
-        (F.classwise_calibration_error(z, y, C, 15, 255), ClasswiseECE(C, ignore_index=255)),
-        (F.imagewise_calibration_error(z, y, 15, 255), ImagewiseECE(ignore_index=255)),
-        (F.negative_log_likelihood(z, y, 255), NLL(ignore_index=255)),
-        (F.brier_score(z, y, 255), BrierScore(ignore_index=255)),
-        (F.topk_accuracy(z, y, 2, 255), TopKAccuracy(2, ignore_index=255)),
-    ]
-    for value, metric in pairs:
-        metric.update(z, y)
-        assert value.item() == pytest.approx(metric.compute().item(), abs=1e-15)

@@ -1,8 +1,13 @@
-"""Metric-object behaviour: states, pickling, reset, dtypes, validation, warnings, plots."""
+"""Metric-object behaviour: states, pickling, reset, dtypes, validation, warnings, plots.
+
+The metrics come from the registry ``tests/metric_cases.py``; the tests parametrized by
+``NAMES`` run on every registered metric.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import pickle
 import warnings
@@ -15,15 +20,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from torchmetrics import MetricCollection
+from metric_cases import BY_NAME, CASES, NAMES
+from torchmetrics import Metric, MetricCollection
 
+import lightning_calib.metrics
 from lightning_calib.metrics import (
     ECE,
     MCE,
     NLL,
     AdaptiveECE,
     BatchAveragedECE,
-    BrierScore,
     ClasswiseECE,
     ImagewiseECE,
     TopKAccuracy,
@@ -31,19 +37,8 @@ from lightning_calib.metrics import (
 from lightning_calib.metrics import functional as F
 
 C = 4
-FACTORIES = {
-    "ECE": lambda: ECE(ignore_index=255),
-    "MCE": lambda: MCE(ignore_index=255),
-    "AdaptiveECE": lambda: AdaptiveECE(ignore_index=255),
-    "AdaptiveECE-streaming": lambda: AdaptiveECE(mode="streaming", ignore_index=255),
-    "ClasswiseECE": lambda: ClasswiseECE(C, ignore_index=255),
-    "ImagewiseECE": lambda: ImagewiseECE(ignore_index=255),
-    "BatchAveragedECE": lambda: BatchAveragedECE(ignore_index=255),
-    "NLL": lambda: NLL(ignore_index=255),
-    "BrierScore": lambda: BrierScore(C, ignore_index=255),
-    "TopKAccuracy": lambda: TopKAccuracy(k=2, ignore_index=255),
-}
-NAMES = list(FACTORIES)
+#: name -> a fresh metric with C classes and ignore_index=255, for every registered metric
+FACTORIES = {case.name: functools.partial(case.make, C, 255) for case in CASES}
 
 
 def seg_batch(seed, n=2, h=6, w=5, dtype=torch.float32):
@@ -73,15 +68,36 @@ def fed(name):
 # ----------------------------------------------------------------------------------------------
 
 
+def test_every_exported_metric_is_registered():
+    """A new public metric class must get a registry entry (tests/metric_cases.py)."""
+    exported = {
+        obj
+        for obj in (getattr(lightning_calib.metrics, n) for n in lightning_calib.metrics.__all__)
+        if isinstance(obj, type) and issubclass(obj, Metric)
+    }
+    registered = {case.cls for case in CASES}
+    assert ECE in exported and TopKAccuracy in exported  # the scan itself works
+    assert exported - registered == set(), "add these metrics to tests/metric_cases.py"
+    assert registered <= exported
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_class_attributes(name):
     metric = FACTORIES[name]()
     assert metric.is_differentiable is False
     assert metric.full_state_update is False
-    assert metric.higher_is_better is (name == "TopKAccuracy")
+    assert metric.higher_is_better is BY_NAME[name].higher_is_better
     assert metric.plot_lower_bound == 0.0
-    expected_upper = {"NLL": None, "BrierScore": 2.0}.get(name, 1.0)
-    assert metric.plot_upper_bound == expected_upper
+    assert metric.plot_upper_bound == BY_NAME[name].plot_upper_bound
+
+
+def test_registry_declares_the_attributes_of_the_classes():
+    """The registry's expectations themselves, so that the test above cannot drift with them."""
+    assert [c.name for c in CASES if c.higher_is_better] == ["TopKAccuracy"]
+    upper = {c.name: c.plot_upper_bound for c in CASES if c.plot_upper_bound != 1.0}
+    assert upper == {"NLL": None, "BrierScore": 2.0}
+    assert [c.name for c in CASES if c.list_states] == ["AdaptiveECE"]
+    assert [c.name for c in CASES if c.takes_num_classes] == ["ClasswiseECE", "BrierScore"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,7 +106,7 @@ def test_states_are_exact_dtypes_and_sum_reduced(name):
     for state, reduction in metric._reductions.items():
         value = getattr(metric, state)
         if isinstance(value, list):  # exact AdaptiveECE only
-            assert name == "AdaptiveECE" and reduction.__name__ == "dim_zero_cat"
+            assert BY_NAME[name].list_states and reduction.__name__ == "dim_zero_cat"
             continue
         assert reduction.__name__ == "dim_zero_sum", state
         assert value.dtype in (torch.float64, torch.int64), state
@@ -263,7 +279,7 @@ def test_invalid_inputs_raise_value_errors(name):
             FACTORIES[name]().update(*args)
 
 
-@pytest.mark.parametrize("name", ["ClasswiseECE", "BrierScore"])
+@pytest.mark.parametrize("name", [c.name for c in CASES if c.takes_num_classes])
 def test_class_count_mismatch(name):
     z, y = seg_batch(6)
     metric = FACTORIES[name]()

@@ -1,4 +1,8 @@
-"""2-process gloo DDP on CPU, uneven shards: every metric equals its 1-process value."""
+"""2-process gloo DDP on CPU, uneven shards: every registered metric equals its 1-process value.
+
+The metrics, and the extra methods compared (``NAME:METHOD``), come from the registry
+``tests/metric_cases.py``, read by ``tests/ddp_metrics_script.py`` as well.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from metric_cases import CASES
 
 # ~20-30 s: two fresh interpreters import torch + torchmetrics; part of the default run.
 
 SCRIPT = Path(__file__).with_name("ddp_metrics_script.py")
-METRICS = [
-    "ECE",
-    "MCE",
-    "AdaptiveECE",
-    "AdaptiveECE-streaming",
-    "AdaptiveECE-streaming:bound",
-    "ClasswiseECE",
-    "ImagewiseECE",
-    "BatchAveragedECE",
-    "NLL",
-    "BrierScore",
-    "TopKAccuracy",
+METRICS = [case.name for case in CASES] + [
+    f"{case.name}:{method}" for case in CASES for method in case.extras
 ]
 
 
@@ -44,13 +39,23 @@ def values(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+def _floats(value):
+    """A hex float, or a list of them (the extras), as a list of floats."""
+    return [float.fromhex(v) for v in (value if isinstance(value, list) else [value])]
+
+
 @pytest.mark.parametrize("name", METRICS)
 def test_ddp_value_equals_single_process_value(values, name):
-    ddp = float.fromhex(values["ddp"][name])
-    single = float.fromhex(values["single"][name])
+    ddp = _floats(values["ddp"][name])
+    single = _floats(values["single"][name])
+    assert len(ddp) == len(single) > 0
     # float64 sums in another order: equal to the last bits (integer states are exact below)
     assert ddp == pytest.approx(single, rel=1e-13, abs=1e-15)
-    assert ddp == ddp  # not NaN
+    assert all(v == v for v in ddp)  # not NaN
+
+
+def test_every_registered_value_was_computed(values):
+    assert set(METRICS) <= set(values["ddp"]) and set(METRICS) <= set(values["single"])
 
 
 def test_ddp_reduced_states_are_exact(values):

@@ -3,7 +3,7 @@ r"""NLL, Brier score and top-k accuracy as exact sum-state metrics.
 torchmetrics has no exact equivalent taking logits, ``ignore_index`` and segmentation shapes
 at once; these keep a float64 sum (or an int64 hit count) and an int64 row count, summed
 across processes, so the value is that of the concatenated data on any number of processes.
-Inputs as in :mod:`lightning_calib.metrics.calibration`; ``compute()`` with no row is NaN
+Inputs as in :mod:`lightning_calib.metrics`; ``compute()`` with no row is NaN
 (before any ``update`` torchmetrics also warns).
 """
 
@@ -51,7 +51,9 @@ class NLL(_SumMetric):
 
     Args:
         ignore_index: target value whose rows are dropped.
-        from_logits: ``preds`` are logits (``True``) or probabilities (``False``).
+        from_logits: ``preds`` are logits (``True``) or probabilities (``False``: in
+            ``[0, 1]``, rows summing to 1 over dim 1 within
+            ``2 * max(eps(preds.dtype), eps(float16))``, 1.95e-3 or 1.56e-2 for bfloat16).
         validate_args: check every ``update``'s inputs.
         kwargs: torchmetrics ``Metric`` options.
 
@@ -98,7 +100,9 @@ class BrierScore(_SumMetric):
     Args:
         num_classes: when given, ``preds`` must have this many classes (checked).
         ignore_index: target value whose rows are dropped.
-        from_logits: ``preds`` are logits (``True``) or probabilities (``False``).
+        from_logits: ``preds`` are logits (``True``) or probabilities (``False``: in
+            ``[0, 1]``, rows summing to 1 over dim 1 within
+            ``2 * max(eps(preds.dtype), eps(float16))``, 1.95e-3 or 1.56e-2 for bfloat16).
         validate_args: check every ``update``'s inputs.
         kwargs: torchmetrics ``Metric`` options.
 
@@ -150,8 +154,10 @@ class TopKAccuracy(_SumMetric):
     Args:
         k: how many top classes may contain the target (``k = 1``: accuracy).
         ignore_index: target value whose rows are dropped.
-        from_logits: ``preds`` are logits (``True``) or probabilities (``False``); the ranking
-            is the same either way.
+        from_logits: ``preds`` are logits (``True``) or probabilities (``False``: in
+            ``[0, 1]``, rows summing to 1 over dim 1 within
+            ``2 * max(eps(preds.dtype), eps(float16))``, 1.95e-3 or 1.56e-2 for bfloat16); the
+            ranking is the same either way.
         validate_args: check every ``update``'s inputs (including ``k <= C``).
         kwargs: torchmetrics ``Metric`` options.
 
