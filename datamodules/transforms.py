@@ -85,6 +85,11 @@ def resolve_dataset_dir(
             f"Expected layout:\n{layout}\nGet it from {source}."
         )
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DatasetNotFoundError(
+            f"{dataset}: `root` {root.resolve()} is a file, not a folder; pass the "
+            f"'{folder_name}' folder (or its parent)."
+        )
     candidates = [root, root / folder_name]
     for cand in candidates:
         if all((cand / rel).exists() for rel in required):

@@ -19,9 +19,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import yaml
@@ -34,9 +35,72 @@ from lightning_calib.callbacks import RNGState
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
 
-__all__ = ["LastCheckpoint", "LightningCalibCLI", "console", "expand_configs", "main"]
+__all__ = [
+    "TRACEBACK_ENV",
+    "CLIError",
+    "LastCheckpoint",
+    "LightningCalibCLI",
+    "console",
+    "expand_configs",
+    "main",
+]
 
 _CONFIG_FLAGS = ("--config", "-c")
+#: Set to 1 to see the traceback (and the parser's usage text) instead of one-line errors.
+TRACEBACK_ENV = "LIGHTNING_CALIB_TRACEBACK"
+_EVAL_SUBCOMMANDS = ("validate", "test", "predict")
+
+
+class CLIError(ValueError):
+    """A command the CLI refuses (it would lose or mix results); reported in one line."""
+
+
+def _condense_parser_message(message: str) -> str:
+    """The informative part of a jsonargparse error, on one line.
+
+    jsonargparse reports a bad value as a tree of the alternatives it tried ("Does not validate
+    against any of the Union subtypes ... Expected a <class 'NoneType'> ..."); keep the key,
+    the first reason that is not about an alternative nobody meant, and a short given value.
+    """
+    key = re.search(r'Parser key "([^"]+)"', message)
+    given = re.search(r"Given value: (.*)", message)
+    reasons = []
+    lines = [raw.strip() for raw in message.splitlines() if raw.strip()]
+    for i, line in enumerate(lines):
+        if "Problem with given class_path" in line:
+            detail = lines[i + 1].lstrip("- ") if i + 1 < len(lines) else ""
+            reasons.insert(0, f"{line.lstrip('- ')} {detail}".strip())
+        elif line.startswith("- ") and "NoneType" not in line and "Expected a path" not in line:
+            reasons.append(line[2:])
+    if not reasons:
+        return _one_line(message)
+    text = (f"{key.group(1)}: " if key else "") + reasons[0]
+    if given and len(given.group(1)) <= 80 and "Namespace(" not in given.group(1):
+        text += f" (given: {given.group(1).strip()})"
+    return _one_line(text)
+
+
+def _one_line(message: str, limit: int = 600) -> str:
+    """Collapse a (possibly multi-line) message into one line of at most ``limit`` chars."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_tracebacks() -> bool:
+    return os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0", "false", "False")
+
+
+class _Parser(LightningArgumentParser):
+    """The CLI's parser: a parse error is one line and exit code 2, without the usage dump.
+
+    ``LIGHTNING_CALIB_TRACEBACK=1`` restores jsonargparse's own report (usage + message).
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or _show_tracebacks():
+            super().error(message, ex)
+        sys.stderr.write(f"lightning-calib: error: {_condense_parser_message(message)}\n")
+        sys.exit(2)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -72,6 +136,20 @@ class LightningCalibCLI(LightningCLI):
                 "trainer.default_root_dir": "runs/default",
             }
         )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit: replace the checkpoints of the run folder (a fit into a folder that holds "
+            "checkpoints is refused otherwise, unless it resumes with --ckpt_path last)",
+        )
+        parser.add_argument(
+            "--allow_random_weights",
+            type=bool,
+            default=False,
+            help="validate/test/predict without --ckpt_path: score the untrained network on "
+            "purpose (refused otherwise)",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Compose ``__base__`` configs in memory, then parse as LightningCLI does.
@@ -88,13 +166,89 @@ class LightningCalibCLI(LightningCLI):
             self.config = parser.parse_args(
                 expand_configs(list(sys.argv[1:] if args is None else args))
             )
+        self._check_weights_and_run_folder()
+
+    def _subconfig(self) -> Namespace:
+        sub = self.config.get("subcommand")
+        return self.config[sub] if sub else self.config
+
+    def _check_weights_and_run_folder(self) -> None:
+        """Refuse what would score random weights or mix two runs in one folder.
+
+        * ``validate``/``test``/``predict`` need ``--ckpt_path`` (or ``--allow_random_weights``).
+        * ``--ckpt_path best|last`` is the file in the run's checkpoint folder (found in a new
+          process too); a missing one is refused, for ``fit`` as well (nothing to resume).
+        * ``fit`` without ``--ckpt_path`` into a folder that holds checkpoints is refused
+          unless ``--overwrite true``.
+        """
+        sub = self.config.get("subcommand")
+        if sub is None:
+            return
+        cfg = self.config[sub]
+        ckpt = cfg.get("ckpt_path")
+        ckpt_dir = _checkpoint_dir(cfg)
+        if ckpt in ("best", "last"):
+            path = ckpt_dir / f"{ckpt}.ckpt"
+            if not path.is_file():
+                what = "nothing to resume" if sub == "fit" else "no trained weights to evaluate"
+                raise CLIError(
+                    f"--ckpt_path {ckpt}: {path} does not exist ({what}); check "
+                    "--trainer.default_root_dir, or give the checkpoint file"
+                )
+            cfg.ckpt_path = str(path)
+        elif ckpt is not None:
+            path = Path(ckpt)
+            if not path.is_file():
+                raise CLIError(f"--ckpt_path {ckpt}: no such checkpoint file")
+        elif sub in _EVAL_SUBCOMMANDS and not cfg.get("allow_random_weights"):
+            raise CLIError(
+                f"{sub} needs the weights to evaluate: pass --ckpt_path (a checkpoint file, "
+                "'best' or 'last'); --allow_random_weights true scores the untrained network "
+                "on purpose"
+            )
+        elif sub == "fit" and not cfg.get("overwrite") and _is_launching_process():
+            existing = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+            if existing:
+                raise CLIError(
+                    f"{ckpt_dir} already holds {', '.join(existing)} of a run: resume it with "
+                    "--ckpt_path last, fit into another --trainer.default_root_dir, or pass "
+                    "--overwrite true to replace them"
+                )
+
+    def _parse_ckpt_path(self) -> None:
+        """Load the checkpoint's hyperparameters as LightningCLI does, refusing silent overrides.
+
+        LightningCLI parses the checkpoint's stored hyperparameters over the command's config;
+        a value this command sets differently (e.g. a width typed on the command line) would
+        be replaced without a word. That is refused, naming the key and both values.
+        """
+        sub = self.config.get("subcommand")
+        if sub is None or not self.config[sub].get("ckpt_path"):
+            super()._parse_ckpt_path()
+            return
+        before = _flatten(self.config[sub]["model"])
+        super()._parse_ckpt_path()
+        after = _flatten(self.config[sub]["model"])
+        for key, value in after.items():
+            if key in before and before[key] != value:
+                raise CLIError(
+                    f"checkpoint {self.config[sub]['ckpt_path']} was trained with "
+                    f"model.{key}={value!r} but this command says {before[key]!r} (the "
+                    "checkpoint's value would be used silently); use the run's own config, or "
+                    "start a new run"
+                )
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config["trainer"]["default_root_dir"] or "runs/default"
-        ckpt_dir = str(Path(root) / "checkpoints")
         if config["checkpoint"]["dirpath"] is None:
-            config["checkpoint"]["dirpath"] = ckpt_dir
+            config["checkpoint"]["dirpath"] = str(_checkpoint_dir(config))
+        if config["trainer"].get("logger") in (None, True):
+            # the run folder holds its logs and saved config: --trainer.default_root_dir moves all
+            config["trainer"]["logger"] = Namespace(
+                class_path="pytorch_lightning.loggers.CSVLogger",
+                init_args=Namespace(save_dir=str(root), name="logs"),
+            )
         callbacks = list(config["trainer"].get("callbacks") or [])
         present = {_class_path(cb).rsplit(".", 1)[-1] for cb in callbacks}
         if "LastCheckpoint" not in present:
@@ -111,6 +265,30 @@ class LightningCalibCLI(LightningCLI):
         # ModelCheckpoint: make it the monitored one, not `last.ckpt`.
         trainer.callbacks.sort(key=lambda cb: isinstance(cb, LastCheckpoint))
         return trainer
+
+
+def _checkpoint_dir(config: Namespace) -> Path:
+    """The run's checkpoint folder: ``checkpoint.dirpath`` or ``<default_root_dir>/checkpoints``."""
+    dirpath = config["checkpoint"].get("dirpath")
+    root = config["trainer"].get("default_root_dir") or "runs/default"
+    return Path(dirpath) if dirpath else Path(root) / "checkpoints"
+
+
+def _is_launching_process() -> bool:
+    """Whether this is the process the user started (not a rank that DDP re-launched)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": leaf}`` of a (nested) Namespace / dict."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def _class_path(cb: Any) -> str:
@@ -149,14 +327,21 @@ def expand_configs(argv: list[str]) -> list[str]:
             path = Path(value)
             if path.suffix in (".yaml", ".yml") and not path.is_file():
                 raise ConfigError(f"config file not found: {path.resolve()}")
-            if path.is_file() and has_bases(path):
-                value = yaml.safe_dump(compose(path), sort_keys=False)
+            if path.is_file() and path.suffix in (".yaml", ".yml"):
+                composed = compose(path)  # also names a YAML error's file and line
+                if has_bases(path):
+                    value = yaml.safe_dump(composed, sort_keys=False)
         out.extend([flag, value])
     return out
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI | None:
     """Entry point of the ``lightning-calib`` console script.
+
+    From the command line (``args=None``) a mistake -- a config error, a refused command, a
+    missing dataset, a bad checkpoint, an invalid value -- is one line on stderr and exit code
+    2 (``LIGHTNING_CALIB_TRACEBACK=1`` shows the traceback instead). From Python
+    (``args`` given) the exception propagates.
 
     Args:
         args: command line (default ``sys.argv[1:]``).
@@ -174,13 +359,24 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
             run=run,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},
+            parser_class=_Parser,
             auto_configure_optimizers=False,
         )
-    except ConfigError as err:
-        if args is not None:
+    except (ValueError, OSError) as err:
+        if args is not None or _show_tracebacks():
             raise
-        print(f"lightning-calib: error: {err}", file=sys.stderr)
+        print(
+            f"lightning-calib: error: {_condense_parser_message(_describe(err))}", file=sys.stderr
+        )
         sys.exit(2)
+
+
+def _describe(err: BaseException) -> str:
+    """The message of an error, with its cause when the message alone names nothing."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text
 
 
 def console() -> int:
@@ -190,4 +386,4 @@ def console() -> int:
 
 
 if __name__ == "__main__":
-    console()
+    sys.exit(console())

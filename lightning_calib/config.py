@@ -58,9 +58,12 @@ def compose(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         where = f" (named in {_stack[-1]})" if _stack else ""
         raise ConfigError(f"config file not found: {path}{where}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with path.open() as stream:  # a named stream: YAML errors then name the file
+            data = yaml.safe_load(stream) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_error(err)}") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping at the top; got {type(data).__name__}"
@@ -72,6 +75,15 @@ def compose(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
     for base in bases:
         merged = merge(merged, compose(path.parent / base, (*_stack, path)))
     return merge(merged, data)
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """``line L, column C: problem (context)`` of a YAML error, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
 
 
 def has_bases(path: str | Path) -> bool:

@@ -258,7 +258,6 @@ def _fit_and_test(
     args = [
         "--config", str(config),
         f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
         *extra,
     ]  # fmt: skip
     cli = cli_main(args, run=False)

@@ -26,7 +26,6 @@ def tiny_trainer_args(root: Path, epochs: int = 1, batches: int = 2) -> list[str
     """CLI overrides that make a digits run take a couple of seconds."""
     return [
         f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.max_epochs={epochs}",
         f"--trainer.limit_train_batches={batches}",
         f"--trainer.limit_val_batches={batches}",

@@ -216,8 +216,7 @@ def test_a_printed_config_reruns_to_the_same_weights(tmp_path, capsys, monkeypat
     (tmp_path / "printed.yaml").write_text(text)
     main(["fit", "--config", config, *args])
     main(["fit", "--config", str(tmp_path / "printed.yaml"),
-          f"--trainer.default_root_dir={printed}",
-          f"--trainer.logger.init_args.save_dir={printed}"])  # fmt: skip
+          f"--trainer.default_root_dir={printed}"])  # fmt: skip
     a = torch.load(composed / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(printed / "checkpoints" / "last.ckpt", weights_only=False)
     assert a["hyper_parameters"]["loss"]["init_args"]["margin"] == 6.0

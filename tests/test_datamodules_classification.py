@@ -447,7 +447,6 @@ def test_recipe_config_instantiates(
             "--config", str(REPO / "configs" / dataset / f"{loss}.yaml"),
             f"--data.init_args.root={data_root}",
             f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
         ],
         run=False,
     )  # fmt: skip

@@ -31,7 +31,6 @@ def test_ddp_validate_equals_single_process(tmp_path):
         "--data.init_args.eval_batch_size=60",
         "--model.network.init_args.width=4",
         f"--trainer.default_root_dir={tmp_path / 'eval'}",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'eval'}",
     ]
     single = main(["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args])
     expected = {k: float(v) for k, v in single.trainer.callback_metrics.items()}

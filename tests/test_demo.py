@@ -252,7 +252,6 @@ def test_cifar100_config_composes_and_instantiates(loss, tmp_path):
 
     root = [
         f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
     cli = cli_main(["--config", str(path), *root], run=False)  # no data is read before setup
     assert type(cli.datamodule).__name__ == "CIFAR100DataModule"

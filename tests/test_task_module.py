@@ -288,7 +288,7 @@ def test_every_logged_metric_is_independent_of_the_eval_batch_size(
             stage, "--config", str(CONFIGS / "digits" / "ce.yaml"),
             f"--ckpt_path={digits_checkpoint}", f"--data.init_args.eval_batch_size={bs}",
             "--model.network.init_args.width=4", f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}", "--trainer.precision=64-true",
+ "--trainer.precision=64-true",
         ])  # fmt: skip
         logged = cli.trainer.callback_metrics
         results[bs] = {k: float(v) for k, v in logged.items()}
