@@ -1,0 +1,215 @@
+"""Runs never lose or mix results: refusals leave the run folder as it was; one-line errors.
+
+Every refusal here is checked for three things: exit code 2, one line on stderr that names the
+file or value (no traceback, no usage dump), and a run folder byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONFIGS, tiny_trainer_args
+
+from lightning_calib.cli import main
+from lightning_calib.config import compose
+
+CE = str(CONFIGS / "digits" / "ce.yaml")
+LS = str(CONFIGS / "digits" / "ls.yaml")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with the hash of its bytes."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def console(args: list[str], capsys, monkeypatch, env: dict[str, str] | None = None):
+    """``lightning-calib ARGS`` in-process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lightning-calib", *args])
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def refused(args, capsys, monkeypatch, *needles) -> str:
+    """Assert a one-line refusal with exit code 2 that contains every needle."""
+    code, _, err = console(args, capsys, monkeypatch)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("lightning-calib: error: "), err
+    assert "Traceback" not in err and "usage:" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 1-epoch digits run (best.ckpt and last.ckpt)."""
+    root = tmp_path_factory.mktemp("trained")
+    main(["fit", "--config", CE, *tiny_trainer_args(root)])
+    assert (root / "checkpoints" / "best.ckpt").is_file()
+    return root
+
+
+# ---------------------------------------------------------------- no weights, no scores
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_weights_is_refused(subcommand, tmp_path, capsys, monkeypatch):
+    refused([subcommand, "--config", CE, f"--trainer.default_root_dir={tmp_path}"],
+            capsys, monkeypatch, f"{subcommand} needs the weights", "--ckpt_path")  # fmt: skip
+    assert snapshot(tmp_path) == {}
+
+
+def test_random_weights_on_purpose_are_scored(tmp_path, capsys, monkeypatch):
+    code, _, err = console(
+        ["test", "--config", CE, *tiny_trainer_args(tmp_path), "--allow_random_weights=true"],
+        capsys, monkeypatch,
+    )  # fmt: skip
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("subcommand", "which"), [("test", "best"), ("test", "last"),
+                                                   ("fit", "last")])  # fmt: skip
+def test_missing_best_or_last_is_refused(subcommand, which, tmp_path, capsys, monkeypatch):
+    (tmp_path / "keep.txt").write_text("other files stay")
+    before = snapshot(tmp_path)
+    refused([subcommand, "--config", CE, f"--trainer.default_root_dir={tmp_path}",
+             f"--ckpt_path={which}"], capsys, monkeypatch,
+            str(tmp_path / "checkpoints" / f"{which}.ckpt"), "does not exist")  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_best_is_found_in_a_new_process(trained, tmp_path):
+    """``test --ckpt_path best`` after the fit's process ended: the fixed path is used."""
+    cli = main(["test", "--config", CE, *tiny_trainer_args(trained), "--ckpt_path=best"])
+    assert cli.trainer.ckpt_path == str(trained / "checkpoints" / "best.ckpt")
+    assert "test/acc" in cli.trainer.callback_metrics
+
+
+# ------------------------------------------------------------------ one folder, one run
+
+
+def test_a_second_fit_into_a_run_folder_is_refused(trained, capsys, monkeypatch):
+    before = snapshot(trained)
+    args = ["fit", "--config", LS, *tiny_trainer_args(trained)]
+    refused(args, capsys, monkeypatch, str(trained / "checkpoints"), "best.ckpt", "last.ckpt",
+            "--ckpt_path last", "--overwrite true")  # fmt: skip
+    assert snapshot(trained) == before
+
+
+def test_overwrite_on_purpose_replaces_the_run(tmp_path):
+    main(["fit", "--config", CE, *tiny_trainer_args(tmp_path)])
+    main(["fit", "--config", LS, *tiny_trainer_args(tmp_path), "--overwrite=true"])
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["loss"]["class_path"] == "losses.LabelSmoothing"
+
+
+def test_default_root_dir_alone_moves_logs_and_saved_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's own runs/ folder would be created here
+    root = tmp_path / "elsewhere"
+    main(["fit", "--config", CE, f"--trainer.default_root_dir={root}",
+          "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+          "--trainer.limit_val_batches=2", "--model.network.init_args.width=4"])  # fmt: skip
+    files = set(snapshot(root))
+    assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt"} <= files
+    assert any(f.startswith("logs/") and f.endswith("config.yaml") for f in files), files
+    assert any(f.startswith("logs/") and f.endswith("metrics.csv") for f in files), files
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------- the checkpoint's hyperparameters
+
+
+def test_a_value_the_checkpoint_would_override_is_refused(trained, capsys, monkeypatch):
+    """``--model.network.init_args.width 8`` on a width-4 checkpoint silently tested width 4."""
+    before = snapshot(trained)
+    args = ["test", "--config", CE, *tiny_trainer_args(trained),
+            f"--ckpt_path={trained / 'checkpoints' / 'best.ckpt'}",
+            "--model.network.init_args.width=8"]  # fmt: skip
+    refused(args, capsys, monkeypatch, "model.network.init_args.width=4", "says 8",
+            "best.ckpt")  # fmt: skip
+    assert snapshot(trained) == before
+
+
+# ---------------------------------------------------------------- one-line config errors
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--trainer.max_epoch=3"], ["--trainer.max_epoch=3"]),
+        (["--model.loss=losses.NoSuchLoss"], ["model.loss", "NoSuchLoss", "no attribute"]),
+        (["--trainer.max_epochs=abc"], ["trainer.max_epochs", "int", "abc"]),
+        (
+            ["--model.loss=losses.LabelSmoothing", "--model.loss.init_args.alpha=-1"],
+            ["`alpha`", "-1"],
+        ),
+        (["--model.num_classes=7"], ["num_classes"]),
+    ],
+    ids=["unknown-key", "class-path", "wrong-type", "constructor-value", "linked-key"],
+)
+def test_config_mistakes_are_one_line(extra, needles, tmp_path, capsys, monkeypatch):
+    refused(["fit", "--config", CE, f"--trainer.default_root_dir={tmp_path}", *extra],
+            capsys, monkeypatch, *needles)  # fmt: skip
+    assert snapshot(tmp_path) == {}
+
+
+def test_unknown_key_in_a_config_file_is_one_line(tmp_path, capsys, monkeypatch):
+    cfg = compose(CE)
+    cfg["trainer"]["max_epoch"] = 3
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    refused(["fit", "--config", str(path)], capsys, monkeypatch, "max_epoch")
+
+
+@pytest.mark.parametrize("with_base", [False, True])
+def test_yaml_syntax_error_names_file_and_line(with_base, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "broken.yaml"
+    head = f"__base__: {CE}\n" if with_base else ""
+    path.write_text(head + "trainer:\n  max_epochs: 3\n model:\n  x: 1\n")
+    line = 4 if with_base else 3
+    refused(["fit", "--config", str(path)], capsys, monkeypatch, str(path), f"line {line}")
+
+
+def test_traceback_on_request(tmp_path, capsys, monkeypatch):
+    args = ["test", "--config", CE, f"--trainer.default_root_dir={tmp_path}"]
+    monkeypatch.setenv("LIGHTNING_CALIB_TRACEBACK", "1")
+    monkeypatch.setattr(sys, "argv", ["lightning-calib", *args])
+    with pytest.raises(ValueError, match="needs the weights"):
+        main()
+
+
+# -------------------------------------------------------------------------------- data
+
+
+def test_missing_dataset_is_one_line(tmp_path, capsys, monkeypatch):
+    cifar = str(CONFIGS / "cifar10" / "ce.yaml")
+    refused(["fit", "--config", cifar, f"--data.init_args.root={tmp_path / 'nope'}",
+             f"--trainer.default_root_dir={tmp_path / 'run'}"],
+            capsys, monkeypatch, "CIFAR10 not found", str(tmp_path / "nope"))  # fmt: skip
+
+
+def test_dataset_root_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    cifar = str(CONFIGS / "cifar10" / "ce.yaml")
+    (tmp_path / "data.tar").write_bytes(b"not a folder")
+    refused(["fit", "--config", cifar, f"--data.init_args.root={tmp_path / 'data.tar'}",
+             f"--trainer.default_root_dir={tmp_path / 'run'}"],
+            capsys, monkeypatch, "is a file, not a folder", "data.tar")  # fmt: skip
