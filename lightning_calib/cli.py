@@ -11,6 +11,9 @@
   user typed it, so DDP ranks re-launched from it compose the same config.
 * Every checkpoint also holds the random generators (:class:`~lightning_calib.callbacks.RNGState`),
   so a resumed run draws the shuffles and augmentations the uninterrupted run would have.
+* ``predict`` writes the raw and temperature-scaled logits (and the targets) to
+  ``<default_root_dir>/predictions.pt`` (:class:`~lightning_calib.callbacks.PredictionWriter`,
+  never overwriting) and says where.
 * Checkpoints go to a fixed folder ``<trainer.default_root_dir>/checkpoints``: ``best.ckpt``
   (selected by ``checkpoint.monitor``, default ``val/acc``) and ``last.ckpt`` (rewritten every
   epoch, whatever the monitor says), so ``--ckpt_path last`` resumes the newest state.
@@ -31,7 +34,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import CalibrationDataModule
-from lightning_calib.callbacks import RNGState
+from lightning_calib.callbacks import MonitorCheck, PredictionWriter, RNGState
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
 
@@ -257,6 +260,10 @@ class LightningCalibCLI(LightningCLI):
             )
         if "RNGState" not in present:
             callbacks.append(_namespace_callback(RNGState))
+        if "MonitorCheck" not in present:
+            callbacks.append(_namespace_callback(MonitorCheck))
+        if self.subcommand == "predict" and "PredictionWriter" not in present:
+            callbacks.append(_namespace_callback(PredictionWriter))
         config["trainer"]["callbacks"] = callbacks
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:  # noqa: D102

@@ -341,10 +341,10 @@ class CalibrationModule(pl.LightningModule):
         self._log_metric_set(self.val_metrics)
         if self.temperature_search is None:
             return
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking:  # the sanity pass logs the key, fits nothing
             self.temperature.fill_(self.temperature_search.compute())
             self.epoch_metrics["val/temperature"] = self.temperature.detach().cpu().clone()
-            self.log("val/temperature", self.temperature.clone(), sync_dist=False)
+        self.log("val/temperature", self.temperature.clone(), sync_dist=False)
         self.temperature_search.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:  # noqa: D102

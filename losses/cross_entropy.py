@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -23,7 +24,9 @@ class CrossEntropy(CalibrationLoss):
     with :math:`z_i` the logits of row :math:`i`, :math:`y_i` its target and :math:`N` the
     number of valid rows (``target != ignore_index``). Equal to
     ``F.cross_entropy(logits, target, ignore_index=ignore_index)`` except that a batch with no
-    valid row gives a zero (attached to the graph) instead of NaN.
+    valid row (an empty batch, or every row ignored) gives a zero (attached to the graph)
+    instead of NaN, and that the target may have any integer dtype, as for every loss here
+    (torch's kernel wants int64: another dtype is converted, one pass over the target).
 
     Parts: none (``{}``).
 
@@ -40,12 +43,17 @@ class CrossEntropy(CalibrationLoss):
 
     def _compute(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits, target = batch.logits, batch.raw_target
+        if target.dtype != torch.int64:
+            # torch's kernel takes int64 class indices (uint8 only without spatial dims); the
+            # other losses take any integer dtype, so convert: one pass over the target only.
+            target = target.long()
         keep = batch.keep
-        if keep is None or (keep.device.type == "cpu" and bool(keep.any())):
+        if target.numel() and (keep is None or (keep.device.type == "cpu" and bool(keep.any()))):
             # At least one valid row: torch's mean is exactly sum / #valid, one node fewer.
             return F.cross_entropy(logits, target, ignore_index=self.ignore_index), {}
-        # No valid row (0 / 0 in torch's mean), or an accelerator where counting them would
-        # wait for the device: the sum over the count, at least 1.
+        # No valid row (an empty batch, or every row ignored: 0 / 0 in torch's mean), or an
+        # accelerator where counting them would wait for the device: the sum over the count,
+        # at least 1, so no valid row gives the attached zero every loss gives (Batch.mean).
         total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
         return total / batch.denominator, {}
 

@@ -213,3 +213,27 @@ def test_dataset_root_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
     refused(["fit", "--config", cifar, f"--data.init_args.root={tmp_path / 'data.tar'}",
              f"--trainer.default_root_dir={tmp_path / 'run'}"],
             capsys, monkeypatch, "is a file, not a folder", "data.tar")  # fmt: skip
+
+
+# --------------------------------------------------------------- monitor and predict
+
+
+def test_a_monitor_that_is_never_logged_is_refused_before_training(tmp_path, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    refused(["fit", "--config", CE, *tiny_trainer_args(tmp_path),
+             "--checkpoint.monitor=val/accuracy"],
+            capsys, monkeypatch, "'val/accuracy'", "never logged", "val/acc")  # fmt: skip
+    assert not (tmp_path / "checkpoints").exists()  # stopped before the first epoch ended
+    metrics = list(tmp_path.rglob("metrics.csv"))
+    assert all("train/loss" not in m.read_text() for m in metrics)
+
+
+def test_predict_writes_its_outputs_in_the_run_folder(trained, capsys, monkeypatch):
+    args = ["predict", "--config", CE, *tiny_trainer_args(trained), "--ckpt_path=last"]
+    code, out, err = console(args, capsys, monkeypatch)
+    assert code == 0, err
+    path = trained / "predictions.pt"
+    assert f"predictions written to {path}" in out + err
+    saved = torch.load(path, weights_only=True)
+    assert saved["logits"].shape[1] == 10 and len(saved["target"]) == len(saved["logits"])
+    assert torch.equal(saved["logits_ts"], saved["logits"] / saved["temperature"])
