@@ -35,6 +35,15 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import CalibrationDataModule
 from lightning_calib.callbacks import MonitorCheck, PredictionWriter, RNGState
+from lightning_calib.checkpointing import (
+    RunLock,
+    RunLockedError,
+    check_compatible,
+    check_max_epochs,
+    check_optimizer_compatible,
+    install_atomic_checkpoint_io,
+    read_checkpoint,
+)
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
 
@@ -122,7 +131,23 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class LightningCalibCLI(LightningCLI):
-    """LightningCLI with the project's links, checkpoint layout and defaults."""
+    """LightningCLI with the project's links, checkpoint layout, safety checks and defaults.
+
+    A ``fit`` holds an exclusive lock on its run folder (:class:`RunLock`: released when the
+    command ends, dropped by the kernel when the process dies, even killed), checkpoints are
+    written atomically beside their target (:class:`AtomicCheckpointIO`), and a checkpoint is
+    checked before it is used (readable, same network and class count, same optimizer, epochs
+    left to train).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._run_lock: RunLock | None = None
+        self._checkpoint: dict[str, Any] | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._run_lock is not None:
+                self._run_lock.release()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
         # The dataset facts are typed once, on the datamodule (class attributes), and linked.
@@ -169,7 +194,7 @@ class LightningCalibCLI(LightningCLI):
             self.config = parser.parse_args(
                 expand_configs(list(sys.argv[1:] if args is None else args))
             )
-        self._check_weights_and_run_folder()
+        self._check_weights_and_run_folder()  # refusals write nothing, not even a lock file
 
     def _subconfig(self) -> Namespace:
         sub = self.config.get("subcommand")
@@ -229,6 +254,8 @@ class LightningCalibCLI(LightningCLI):
         if sub is None or not self.config[sub].get("ckpt_path"):
             super()._parse_ckpt_path()
             return
+        # a missing, empty, truncated or foreign file: one sentence naming it
+        self._checkpoint = read_checkpoint(self.config[sub]["ckpt_path"])
         before = _flatten(self.config[sub]["model"])
         super()._parse_ckpt_path()
         after = _flatten(self.config[sub]["model"])
@@ -271,7 +298,45 @@ class LightningCalibCLI(LightningCLI):
         # `trainer.checkpoint_callback` (what `ckpt_path="best"` reads) is the first
         # ModelCheckpoint: make it the monitored one, not `last.ckpt`.
         trainer.callbacks.sort(key=lambda cb: isinstance(cb, LastCheckpoint))
+        install_atomic_checkpoint_io(trainer)
         return trainer
+
+    def _check_checkpoint(self, resume: bool) -> None:
+        """The checkpoint fits this model (and, to resume, this optimizer and ``max_epochs``)."""
+        ckpt, self._checkpoint = self._checkpoint, None
+        if ckpt is None:
+            return
+        path = self.config[self.subcommand]["ckpt_path"]
+        only = None if resume else ("num_classes", "network")
+        check_compatible(
+            ckpt, self.model.hparams, self.model.state_dict(), path=path, prefix="model.",
+            only=only,
+        )  # fmt: skip
+        if resume:
+            check_optimizer_compatible(ckpt, self.model.hparams.get("optimizer"), path=path)
+            check_max_epochs(ckpt, self.trainer.max_epochs, path=path)
+
+    def before_fit(self) -> None:
+        """Lock the run folder (after every check that can refuse), then check the checkpoint.
+
+        The lock is taken once the command is known to be valid, so a refused command leaves
+        the folder untouched; the run-folder check is repeated under the lock, so two fits
+        started together cannot both pass it.
+        """
+        if _is_launching_process():
+            root = self.config.fit.trainer.get("default_root_dir") or "runs/default"
+            self._run_lock = RunLock(Path(root), command=" ".join(sys.argv)).acquire()
+            self._check_weights_and_run_folder()
+        self._check_checkpoint(resume=True)
+
+    def before_validate(self) -> None:  # noqa: D102
+        self._check_checkpoint(resume=False)
+
+    def before_test(self) -> None:  # noqa: D102
+        self._check_checkpoint(resume=False)
+
+    def before_predict(self) -> None:  # noqa: D102
+        self._check_checkpoint(resume=False)
 
 
 def _checkpoint_dir(config: Namespace) -> Path:
@@ -369,7 +434,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
             parser_class=_Parser,
             auto_configure_optimizers=False,
         )
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RunLockedError) as err:
         if args is not None or _show_tracebacks():
             raise
         print(

@@ -237,3 +237,91 @@ def test_predict_writes_its_outputs_in_the_run_folder(trained, capsys, monkeypat
     saved = torch.load(path, weights_only=True)
     assert saved["logits"].shape[1] == 10 and len(saved["target"]) == len(saved["logits"])
     assert torch.equal(saved["logits_ts"], saved["logits"] / saved["temperature"])
+
+
+# ------------------------------------------------------------------- checkpoint files
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "not-a-checkpoint", "random-bytes"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(kind, trained, tmp_path, capsys,
+                                                    monkeypatch):  # fmt: skip
+    good = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    bad = tmp_path / f"{kind}.ckpt"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "truncated":
+        bad.write_bytes(good[: len(good) // 2])
+    elif kind == "not-a-checkpoint":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    else:
+        bad.write_bytes(bytes(range(256)) * 64)
+    refused(["test", "--config", CE, *tiny_trainer_args(tmp_path / "run"), f"--ckpt_path={bad}"],
+            capsys, monkeypatch, str(bad))  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_of_another_class_count_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    ckpt = trained / "checkpoints" / "best.ckpt"
+    refused(["test", "--config", CE, *tiny_trainer_args(tmp_path), f"--ckpt_path={ckpt}",
+             "--data=dense_toy.ToyDenseDataModule"],
+            capsys, monkeypatch, "num_classes=10", "num_classes=4", str(ckpt))  # fmt: skip
+
+
+def test_resume_with_another_optimizer_is_one_line(trained, capsys, monkeypatch):
+    before = snapshot(trained)
+    refused(["fit", "--config", CE, *tiny_trainer_args(trained), "--ckpt_path=last",
+             "--trainer.max_epochs=3", "--model.optimizer=torch.optim.Adam"],
+            capsys, monkeypatch, "model.optimizer", "SGD", "Adam")  # fmt: skip
+    assert snapshot(trained) == before
+
+
+def test_resume_with_no_epoch_left_is_refused(trained, capsys, monkeypatch):
+    before = snapshot(trained)
+    refused(["fit", "--config", CE, *tiny_trainer_args(trained), "--ckpt_path=last",
+             "--trainer.max_epochs=1"], capsys, monkeypatch, "max_epochs")  # fmt: skip
+    assert {k: v for k, v in snapshot(trained).items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
+def test_a_failed_save_stops_the_run_naming_the_path(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoint folder should be")
+    target = blocker / "checkpoints"
+    code, _, err = console(["fit", "--config", CE, *tiny_trainer_args(tmp_path / "run", epochs=2),
+                            f"--checkpoint.dirpath={target}"], capsys, monkeypatch)  # fmt: skip
+    assert code == 2 and str(target) in err and "Traceback" not in err
+    # the first save (end of epoch 0) failed: epoch 1 never ran
+    import csv
+
+    rows = [row for m in (tmp_path / "run").rglob("metrics.csv")
+            for row in csv.DictReader(m.open())]  # fmt: skip
+    assert rows and {row["epoch"] for row in rows} == {"0"}
+
+
+# ---------------------------------------------------------------------------- the lock
+
+
+def test_a_live_run_holds_its_folder(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from lightning_calib.checkpointing import RunLock;"
+         f"RunLock({str(tmp_path)!r}, command='other fit').acquire();"
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused(["fit", "--config", CE, *tiny_trainer_args(tmp_path)], capsys, monkeypatch,
+                str(tmp_path), "in use", str(holder.pid))  # fmt: skip
+        assert not (tmp_path / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed: its lock went with it
+    code, _, err = console(["fit", "--config", CE, *tiny_trainer_args(tmp_path)],
+                           capsys, monkeypatch)  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
