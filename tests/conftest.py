@@ -68,3 +68,38 @@ def margin_kernel(request, monkeypatch) -> str:
     """Run the test once on each implementation of ACLS/MbLS."""
     use_margin_kernel(request.param, monkeypatch)
     return request.param
+
+
+# --- every public loss, each margin loss on both implementations ------------------------------
+
+
+def public_losses() -> list[type]:
+    """The concrete loss classes of ``losses.__all__`` (a new export is tested automatically)."""
+    import inspect
+
+    import losses
+
+    return [
+        cls
+        for name in losses.__all__
+        if inspect.isclass(cls := getattr(losses, name))
+        and issubclass(cls, losses.CalibrationLoss)
+        and not inspect.isabstract(cls)
+    ]
+
+
+def loss_kernel_cases() -> list:
+    """``pytest.param(cls, kernel)`` per public loss; ACLS and MbLS once per implementation."""
+    import losses
+
+    return [
+        pytest.param(cls, kernel, id=f"{cls.__name__}-{kernel}" if kernel else cls.__name__)
+        for cls in public_losses()
+        for kernel in (MARGIN_KERNELS if cls in (losses.ACLS, losses.MbLS) else (None,))
+    ]
+
+
+def use_kernel(kernel: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`use_margin_kernel` for a margin-loss case; nothing for the other losses."""
+    if kernel is not None:
+        use_margin_kernel(kernel, monkeypatch)

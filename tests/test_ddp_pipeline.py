@@ -20,6 +20,22 @@ from conftest import CONFIGS, REPO, tiny_trainer_args
 from lightning_calib.cli import main
 
 CONFIG = str(CONFIGS / "digits" / "acls.yaml")
+DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+
+
+def run_cli_in_ddp(command: list[str], cwd: Path) -> dict:
+    """``lightning-calib COMMAND`` on 2 gloo processes (a script: DDP re-launches it); the
+    metrics rank 0 wrote, with ``ranks``: what each rank parsed (see ``ddp_cli_script.py``)."""
+    out = cwd / "ddp.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_cli_script.py"), *command, *DDP],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+        env={**os.environ, "DDP_OUT": str(out)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    result["ranks"] = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1)]
+    return result
 
 
 def test_ddp_validate_equals_single_process(tmp_path):
@@ -35,16 +51,9 @@ def test_ddp_validate_equals_single_process(tmp_path):
     single = main(["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args])
     expected = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
 
-    out = tmp_path / "ddp.json"
-    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    command = ["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args, *ddp]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "ddp_cli_script.py"), *command],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "DDP_OUT": str(out)},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(out.read_text())
+    got = run_cli_in_ddp(["validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *eval_args],
+                         tmp_path)  # fmt: skip
+    got.pop("ranks")
     assert got.pop("world_size") == 2
     keys = {"val/acc", "val/nll", "val/ece", "val/aece", "val/cece", "val/mce", "val/brier",
             "val/temperature", "val/loss", "val/loss_ce", "val/loss_reg"}  # fmt: skip
@@ -57,22 +66,15 @@ def test_ddp_fit_from_a_composed_config_relaunches_the_same_config(tmp_path):
     """A 2-process fit of a ``__base__``-composed config with a command-line override: the
     re-launched rank parses the user's short command line again (``sys.argv`` is never
     rewritten) and ends with the same config as rank 0."""
-    out = tmp_path / "ddp.json"
     command = [
         "fit", "--config", CONFIG, *tiny_trainer_args(tmp_path / "run", epochs=1, batches=2),
         "--model.loss.init_args.margin=6.0",
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
     ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "ddp_cli_script.py"), *command],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "DDP_OUT": str(out)},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(out.read_text())["world_size"] == 2
-    ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1)]
+    result = run_cli_in_ddp(command, tmp_path)
+    assert result["world_size"] == 2
+    ranks = result["ranks"]
     assert ranks[0]["config"] == ranks[1]["config"]
-    assert ranks[1]["argv"] == command  # re-launched with what the user typed
+    assert ranks[1]["argv"] == [*command, *DDP]  # re-launched with what the user typed
     config = json.loads(ranks[1]["config"])
     assert config["model"]["loss"]["class_path"] == "losses.ACLS"
     assert config["model"]["loss"]["init_args"]["margin"] == 6.0

@@ -236,13 +236,12 @@ def test_cifar100_config_composes_and_instantiates(loss, tmp_path):
     assert cfg["data"]["class_path"] == "datamodules.CIFAR100DataModule"
     assert cfg["data"]["init_args"]["root"] == "data/cifar-100-python"
     assert cfg["trainer"]["default_root_dir"] == f"runs/cifar100/{loss}"
-    assert cfg["trainer"]["logger"]["init_args"]["save_dir"] == f"runs/cifar100/{loss}"
+    assert "logger" not in cfg["trainer"]  # the CLI logs into default_root_dir
     assert cfg["model"]["loss"] == ref["model"]["loss"]  # the same loss hyperparameters
     # the same recipe: only the dataset and the run folders differ
     trainer, ref_trainer = dict(cfg["trainer"]), dict(ref["trainer"])
     for t in (trainer, ref_trainer):
         t.pop("default_root_dir")
-        t["logger"]["init_args"].pop("save_dir")
     assert trainer == ref_trainer
     data, ref_data = dict(cfg["data"]["init_args"]), dict(ref["data"]["init_args"])
     data.pop("root"), ref_data.pop("root")
@@ -250,9 +249,7 @@ def test_cifar100_config_composes_and_instantiates(loss, tmp_path):
     assert cfg["model"] == ref["model"]
     assert cfg["checkpoint"] == ref["checkpoint"]
 
-    root = [
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
+    root = [f"--trainer.default_root_dir={tmp_path}"]
     cli = cli_main(["--config", str(path), *root], run=False)  # no data is read before setup
     assert type(cli.datamodule).__name__ == "CIFAR100DataModule"
     assert cli.model.num_classes == cli.datamodule.num_classes == 100

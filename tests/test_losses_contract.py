@@ -14,31 +14,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MARGIN_KERNELS, use_margin_kernel
+from conftest import loss_kernel_cases, public_losses, use_kernel
 
 import losses
-from losses import CalibrationLoss
 
-LOSSES = [
-    cls
-    for name in losses.__all__
-    if inspect.isclass(cls := getattr(losses, name))
-    and issubclass(cls, CalibrationLoss)
-    and not inspect.isabstract(cls)
-]
+LOSSES = public_losses()
 IDS = [cls.__name__ for cls in LOSSES]
 IGNORE = 255
 # ACLS and MbLS have two implementations (C kernel, eager PyTorch): each keeps the contract.
-CASES = [
-    pytest.param(cls, kernel, id=f"{cls.__name__}-{kernel}" if kernel else cls.__name__)
-    for cls in LOSSES
-    for kernel in (MARGIN_KERNELS if cls in (losses.ACLS, losses.MbLS) else (None,))
-]
-
-
-def use_kernel(kernel, monkeypatch):
-    if kernel is not None:
-        use_margin_kernel(kernel, monkeypatch)
+CASES = loss_kernel_cases()
 
 
 def test_every_issue_loss_is_exported():

@@ -8,38 +8,19 @@ any new code.
 
 from __future__ import annotations
 
-import inspect
 import re
 
 import pytest
 import torch
-from conftest import MARGIN_KERNELS, use_margin_kernel
+from conftest import loss_kernel_cases, public_losses, use_kernel
 
-import losses
-from losses import CalibrationLoss
-
-LOSSES = [
-    cls
-    for name in losses.__all__
-    if inspect.isclass(cls := getattr(losses, name))
-    and issubclass(cls, CalibrationLoss)
-    and not inspect.isabstract(cls)
-]
+LOSSES = public_losses()
 # ACLS and MbLS have two implementations (C kernel, eager PyTorch): each is tested.
-CASES = [
-    pytest.param(cls, kernel, id=f"{cls.__name__}-{kernel}" if kernel else cls.__name__)
-    for cls in LOSSES
-    for kernel in (MARGIN_KERNELS if cls in (losses.ACLS, losses.MbLS) else (None,))
-]
+CASES = loss_kernel_cases()
 K = 5
 SHAPES = {"cls": (12, K), "seg": (2, K, 3, 3)}
 # The integer dtypes a target may have, each with an ignore value it can hold.
 INT_DTYPES = {torch.uint8: 255, torch.int8: -100, torch.int16: -100, torch.int32: -100}
-
-
-def use_kernel(kernel, monkeypatch):
-    if kernel is not None:
-        use_margin_kernel(kernel, monkeypatch)
 
 
 def make_input(shape, ignore_index, seed=0):

@@ -325,3 +325,17 @@ def test_a_live_run_holds_its_folder(tmp_path, capsys, monkeypatch):
                            capsys, monkeypatch)  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_missing_checkpoint_file_is_one_line(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "nope.ckpt"
+    refused(["test", "--config", CE, f"--trainer.default_root_dir={tmp_path / 'run'}",
+             f"--ckpt_path={missing}"], capsys, monkeypatch, str(missing))  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_trainer_writes_checkpoints_atomically(tmp_path):
+    from lightning_calib.checkpointing import AtomicCheckpointIO
+
+    cli = main(["--config", CE, *tiny_trainer_args(tmp_path)], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
