@@ -127,6 +127,9 @@ class CalibrationModule(pl.LightningModule):
             ``None`` to switch temperature scaling off.
         temperature_criterion: ``"ece"`` (the public ACLS code: lowest validation ECE) or
             ``"nll"`` (lowest validation NLL).
+        temperature_pixel_fraction: dense tasks: the fraction of pixel positions the
+            temperature search scores (a fixed, position-keyed subset: the same ``T`` on 1 or
+            N processes; see :mod:`lightning_calib.temperature`). ``1.0`` scores every pixel.
         log_logit_stats: log the per-batch logit geometry during training, on the steps the
             trainer writes logs (every ``log_every_n_steps``), so it costs nothing in between.
 
@@ -149,6 +152,7 @@ class CalibrationModule(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         temperature_grid: tuple[float, float, float] | None = (0.1, 10.0, 0.1),
         temperature_criterion: str = "ece",
+        temperature_pixel_fraction: float = 1 / 64,
         log_logit_stats: bool = True,
     ) -> None:
         super().__init__()
@@ -223,6 +227,7 @@ class CalibrationModule(pl.LightningModule):
                 temperature_criterion,
                 ignore_index=ignore_index,
                 validate_args=False,  # the metric set checks the same batch first
+                pixel_fraction=temperature_pixel_fraction,
             )
         )
 

@@ -7,6 +7,15 @@ criterion, the summed NLL of ``softmax(z / T)``.
 These are sums, so they reduce exactly across processes, and the chosen ``T`` is the same on
 1 or N GPUs. Dividing logits by ``T > 0`` never changes the arg-max, so accuracy is
 unchanged and only the confidences move.
+
+**Cost at pixel scale.** Scoring a grid of ``n_T`` temperatures costs ``n_T`` softmaxes per
+row: fine for images (rows), ~100x the metric update for pixels. On dense inputs
+``(N, C, H, W)`` the search therefore scores a fixed, deterministic subset of pixel
+*positions* (:func:`position_sample`: a hash of ``(row, column)`` keeps a fraction
+``pixel_fraction`` of them, the same positions in every image). The subset depends on neither
+the batch size nor the number of processes, so the chosen ``T`` is still the same on 1 or N
+processes; its sums are exact over the sampled pixels. With the default ``1/64`` a VOC val
+pass scores ~5M pixels per temperature.
 """
 
 from __future__ import annotations
@@ -15,10 +24,46 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_calib.metrics.functional import binned_calibration_stats, ece_from_stats
+from lightning_calib.metrics.functional import (
+    _tensor_validation,
+    binned_calibration_stats,
+    ece_from_stats,
+)
 from lightning_calib.rows import to_rows
 
-__all__ = ["TemperatureGrid", "temperature_values"]
+__all__ = ["TemperatureGrid", "position_sample", "temperature_values"]
+
+_POSITION_MASKS: dict[tuple[int, int, float, str], Tensor] = {}
+
+
+def position_sample(height: int, width: int, fraction: float, device: torch.device) -> Tensor:
+    """Boolean ``(height, width)`` mask keeping about ``fraction`` of the pixel positions.
+
+    A position is kept when a 32-bit multiplicative hash of ``(row, column)`` falls below
+    ``fraction * 2**32``: scattered (no lattice aliasing with image structure), deterministic,
+    and a function of the position alone. At least one position is always kept.
+
+    Example:
+        >>> m = position_sample(64, 64, 1 / 16, torch.device("cpu"))
+        >>> m.shape, 200 < int(m.sum()) < 320
+        (torch.Size([64, 64]), True)
+        >>> bool(torch.equal(m, position_sample(64, 64, 1 / 16, torch.device("cpu"))))
+        True
+    """
+    key = (height, width, fraction, str(device))
+    mask = _POSITION_MASKS.get(key)
+    if mask is None:
+        rows = torch.arange(height, dtype=torch.int64).view(-1, 1)
+        cols = torch.arange(width, dtype=torch.int64).view(1, -1)
+        h = (rows * 0x9E3779B1 + cols * 0x85EBCA77) & 0xFFFFFFFF
+        h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+        h = h ^ (h >> 12)
+        mask = h < int(fraction * 2**32)
+        mask.view(-1)[0] = True
+        mask = mask.to(device)
+        if len(_POSITION_MASKS) < 64:
+            _POSITION_MASKS[key] = mask
+    return mask
 
 
 def temperature_values(grid: tuple[float, float, float]) -> Tensor:
@@ -43,6 +88,9 @@ class TemperatureGrid(Metric):
         ignore_index: target value whose rows are dropped.
         max_chunk_elements: bound on the ``(temperatures, rows, classes)`` block evaluated at
             once, to cap the memory of an update.
+        pixel_fraction: on dense inputs, the fraction of pixel positions scored
+            (:func:`position_sample`); ``1.0`` scores every pixel. Classification rows are
+            always all scored.
         validate_args: check each batch (shapes, target range, finite logits); turn off where
             the same batch was already checked.
 
@@ -72,10 +120,14 @@ class TemperatureGrid(Metric):
         ignore_index: int | None = None,
         max_chunk_elements: int = 2**24,
         validate_args: bool = True,
+        pixel_fraction: float = 1 / 64,
     ) -> None:
         super().__init__()
         if criterion not in ("ece", "nll"):
             raise ValueError(f"`criterion` must be 'ece' or 'nll'; got {criterion!r}.")
+        if not 0.0 < pixel_fraction <= 1.0:
+            raise ValueError(f"`pixel_fraction` must be in (0, 1]; got {pixel_fraction!r}.")
+        self.pixel_fraction = float(pixel_fraction)
         self.temperatures: Tensor
         self.register_buffer("temperatures", temperature_values(grid), persistent=False)
         self.n_bins = n_bins
@@ -89,8 +141,15 @@ class TemperatureGrid(Metric):
         self.add_state("correct_sum", torch.zeros(n_t, n_bins, dtype=torch.int64), "sum")
         self.add_state("nll_sum", torch.zeros(n_t, dtype=torch.float64), "sum")
 
-    def update(self, logits: Tensor, target: Tensor) -> None:  # noqa: D102
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        """Add the batch's sums for every temperature (dense: the sampled positions only)."""
         logits = logits.detach()
+        if logits.ndim > 2 and self.pixel_fraction < 1.0:
+            if self.validate_args:  # check the whole batch before sampling it
+                _tensor_validation(logits, target, self.ignore_index, from_logits=True)
+            keep = position_sample(*logits.shape[-2:], self.pixel_fraction, logits.device)
+            logits = logits[..., keep]  # (N, C, *lead, P): still a dense batch
+            target = target[..., keep]
         temps = self.temperatures.to(logits.device)
         count, conf, correct = binned_calibration_stats(
             logits,

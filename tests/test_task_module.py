@@ -82,6 +82,12 @@ def test_validation_does_not_depend_on_the_member_order(order):
         metrics.update(torch.zeros(2, 4), torch.tensor([0, 1]))
 
 
+def test_mbls_preset_adds_the_batch_averaged_ece():
+    keys = set(get_preset("segmentation_mbls")(21, 15, VOID))
+    assert keys == set(segmentation_metrics(21, 15, VOID)) | {"batch_ece"}
+    assert "miou_fg" in keys and "miou_fg" not in segmentation_metrics(21, 15, VOID, None)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_declares_its_groups_and_validates_once(name):
     metrics = get_preset(name)(5, 15, VOID)
@@ -162,6 +168,7 @@ def test_dense_toy_through_the_task_module(tmp_path):
         PixelNet, dm.num_classes, loss=losses.ACLS(), metrics="segmentation",
         ignore_index=dm.ignore_index, class_names=dm.class_names,
         optimizer=lambda p: torch.optim.SGD(p, lr=0.5), temperature_criterion="nll",
+        temperature_pixel_fraction=1.0,  # every pixel: compared with the full search below
     )  # fmt: skip
     assert model.loss.ignore_index == VOID
     assert model.temperature_search.ignore_index == VOID
@@ -187,6 +194,7 @@ def test_dense_toy_through_the_task_module(tmp_path):
     np.add.at(confusion, (t.numpy(), pred.numpy()), 1)
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
     assert out["test/miou"] == pytest.approx(float(np.mean(iou)), rel=1e-6)
+    assert out["test/miou_fg"] == pytest.approx(float(np.mean(iou[1:])), rel=1e-6)
     assert out["test/acc"] > 0.5  # learnable: well above chance (0.25)
     # image-wise: the mean over images of each image's pixel ECE
     per_image = []

@@ -25,15 +25,18 @@ from typing import Any
 
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from lightning_calib.metrics.functional import _tensor_validation
 
 __all__ = [
     "PRESETS",
+    "ForegroundJaccardIndex",
     "MetricSet",
     "MetricSetFactory",
     "classification_metrics",
     "get_preset",
+    "segmentation_mbls_metrics",
     "segmentation_metrics",
 ]
 
@@ -105,6 +108,38 @@ class MetricSet(MetricCollection):
 MetricSetFactory = Callable[[int, int, "int | None"], MetricCollection]
 
 
+class ForegroundJaccardIndex(MulticlassJaccardIndex):
+    """Mean IoU over the classes other than ``background`` (the MbLS VOC convention).
+
+    torchmetrics' ``MulticlassJaccardIndex`` with ``average="macro"`` averages the IoU of
+    every class that occurs (in the target or the predictions); this keeps its confusion-matrix
+    state and its per-class IoU, and averages over the occurring classes except the
+    background. Standard VOC mIoU (``miou``) averages all 21 classes; published MbLS numbers
+    exclude the background.
+
+    Example:
+        >>> import torch
+        >>> m = ForegroundJaccardIndex(3, validate_args=False)
+        >>> logits = torch.eye(3)[[0, 1, 1, 2]].T.unsqueeze(0)  # predicts 0, 1, 1, 2
+        >>> m.update(logits, torch.tensor([[0, 1, 2, 2]]))
+        >>> round(m.compute().item(), 4)  # class 1: 1/2, class 2: 1/2 (class 0 left out)
+        0.5
+    """
+
+    def __init__(self, num_classes: int, background: int = 0, **kwargs: Any) -> None:
+        kwargs.pop("average", None)
+        super().__init__(num_classes, average="none", **kwargs)
+        self.background = background
+
+    def compute(self) -> Tensor:
+        """The mean IoU over the occurring non-background classes."""
+        per_class = super().compute()
+        confmat = self.confmat
+        occurs = (confmat.sum(0) + confmat.sum(1)) > 0
+        occurs[self.background] = False
+        return per_class[occurs].mean()
+
+
 def classification_metrics(
     num_classes: int, n_bins: int = 15, ignore_index: int | None = None
 ) -> MetricSet:
@@ -140,22 +175,30 @@ def classification_metrics(
 
 
 def segmentation_metrics(
-    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
+    num_classes: int,
+    n_bins: int = 15,
+    ignore_index: int | None = None,
+    background: int | None = 0,
+    batch_averaged: bool = False,
 ) -> MetricSet:
     """Dense prediction: mIoU, pixel accuracy and pixel-wise / image-wise calibration.
 
     Keys: ``miou`` (torchmetrics' ``MulticlassJaccardIndex``, macro over every class),
+    ``miou_fg`` (the same without ``background``; absent when ``background`` is None),
     ``acc`` (pixel accuracy), ``nll``, ``ece``, ``mce``, ``aece`` (streaming mode: bounded
-    memory at pixel scale), ``cece`` (pooled over every valid pixel of the evaluated set) and
-    ``image_ece`` (the ECE of each image over its valid pixels, averaged over images).
+    memory at pixel scale), ``cece`` (pooled over every valid pixel of the evaluated set),
+    ``image_ece`` (the ECE of each image over its valid pixels, averaged over images), and
+    with ``batch_averaged`` the MbLS VOC convention ``batch_ece`` (per-batch ECE without
+    void and background, pixel-count weighted: depends on the batch size, for comparison
+    with published numbers only). The preset ``"segmentation_mbls"`` is this with
+    ``batch_averaged=True``.
     """
-    from torchmetrics.classification import MulticlassJaccardIndex
-
     from lightning_calib.metrics import (
         ECE,
         MCE,
         NLL,
         AdaptiveECE,
+        BatchAveragedECE,
         ClasswiseECE,
         ImagewiseECE,
         TopKAccuracy,
@@ -164,20 +207,35 @@ def segmentation_metrics(
     common = {"ignore_index": ignore_index, "validate_args": False}
     metrics: dict[str, Metric] = {
         "miou": MulticlassJaccardIndex(num_classes, average="macro", **common),
-        "acc": TopKAccuracy(k=1, **common),
-        "nll": NLL(**common),
-        "ece": ECE(n_bins=n_bins, **common),
-        "mce": MCE(n_bins=n_bins, **common),
-        "aece": AdaptiveECE(n_bins=n_bins, mode="streaming", **common),
-        "cece": ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
-        "image_ece": ImagewiseECE(n_bins=n_bins, **common),
     }
+    if background is not None:
+        metrics["miou_fg"] = ForegroundJaccardIndex(num_classes, background, **common)
+    metrics.update(
+        acc=TopKAccuracy(k=1, **common),
+        nll=NLL(**common),
+        ece=ECE(n_bins=n_bins, **common),
+        mce=MCE(n_bins=n_bins, **common),
+        aece=AdaptiveECE(n_bins=n_bins, mode="streaming", **common),
+        cece=ClasswiseECE(num_classes=num_classes, n_bins=n_bins, **common),
+        image_ece=ImagewiseECE(n_bins=n_bins, **common),
+    )
+    if batch_averaged:
+        exclude = () if background is None else (background,)
+        metrics["batch_ece"] = BatchAveragedECE(n_bins=n_bins, exclude_classes=exclude, **common)
     return MetricSet(metrics, num_classes, ignore_index, compute_groups=[["ece", "mce"]])
+
+
+def segmentation_mbls_metrics(
+    num_classes: int, n_bins: int = 15, ignore_index: int | None = None
+) -> MetricSet:
+    """:func:`segmentation_metrics` plus the MbLS batch-averaged ECE (``batch_ece``)."""
+    return segmentation_metrics(num_classes, n_bins, ignore_index, batch_averaged=True)
 
 
 PRESETS: dict[str, MetricSetFactory] = {
     "classification": classification_metrics,
     "segmentation": segmentation_metrics,
+    "segmentation_mbls": segmentation_mbls_metrics,
 }
 
 
