@@ -46,6 +46,7 @@ from lightning_calib.checkpointing import (
 )
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
+from lightning_calib.pictures import TestPictures
 
 __all__ = [
     "TRACEBACK_ENV",
@@ -289,6 +290,8 @@ class LightningCalibCLI(LightningCLI):
             callbacks.append(_namespace_callback(RNGState))
         if "MonitorCheck" not in present:
             callbacks.append(_namespace_callback(MonitorCheck))
+        if self.subcommand == "test" and "TestPictures" not in present:
+            callbacks.append(_namespace_callback(TestPictures))
         if self.subcommand == "predict" and "PredictionWriter" not in present:
             callbacks.append(_namespace_callback(PredictionWriter))
         config["trainer"]["callbacks"] = callbacks

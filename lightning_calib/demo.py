@@ -28,15 +28,15 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor
 
 from lightning_calib.cli import main as cli_main
+from lightning_calib.pictures import plot_reliability_grid
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -296,80 +296,6 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _sums(curve: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """``count`` and the per-bin sums the plotting helper takes, from per-bin means."""
-    count = curve["count"].double()
-    conf_sum = torch.nan_to_num(count * curve["confidence"].double(), nan=0.0)
-    correct_sum = torch.nan_to_num(count * curve["accuracy"].double(), nan=0.0)
-    return count, conf_sum, correct_sum
-
-
-def plot_reliability_grid(
-    reliability: Mapping[str, Mapping[str, Mapping[str, Tensor]]],
-    rows: Mapping[str, Mapping[str, float]],
-    path: str | Path,
-    *,
-    ncols: int = 3,
-    suptitle: str | None = None,
-) -> Path:
-    """Draw one reliability diagram per run into one image (Agg backend); return its path.
-
-    Args:
-        reliability: run name -> ``{"raw": ..., "ts": ...}``, each the output of
-            :meth:`~lightning_calib.metrics.ECE.reliability` (``ts`` optional).
-        rows: run name -> test metrics (``ece``, ``ece_ts``, ``temperature`` are read).
-        path: the image to write (PNG by its suffix).
-        ncols: panels per row.
-        suptitle: the figure's title.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from lightning_calib.metrics._plot import plot_reliability_diagram
-
-    names = list(reliability)
-    ncols = max(1, min(ncols, len(names)))
-    nrows = max(1, math.ceil(len(names) / ncols))
-    fig = Figure(figsize=(4.4 * ncols, 4.4 * nrows + (0.4 if suptitle else 0.0)))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, name in zip(axes, names):
-        curves = reliability[name]
-        metrics = rows.get(name, {})
-        if "raw" not in curves:
-            ax.set_axis_off()
-            ax.set_title(f"{name}: no reliability data")
-            continue
-        raw = curves["raw"]
-        plot_reliability_diagram(
-            raw["lower"], raw["upper"], *_sums(raw), ax=ax, title=f"{name}  ECE",
-            value=metrics.get("ece"),
-        )  # fmt: skip
-        ts = curves.get("ts")
-        if ts is not None:
-            full = ts["count"] > 0
-            label = "TS"
-            if "temperature" in metrics:
-                label += f" (T={metrics['temperature']:.2f})"
-            if "ece_ts" in metrics:
-                label += f", ECE {metrics['ece_ts']:.4f}"
-            ax.plot(
-                ts["confidence"][full].detach().cpu().double().numpy(),
-                ts["accuracy"][full].detach().cpu().double().numpy(),
-                marker="o", markersize=3, color="tab:green", linewidth=1.2, label=label,
-            )  # fmt: skip
-        ax.set_xlabel("Confidence")
-        ax.legend(loc="lower right", fontsize=7)
-    for ax in axes[len(names) :]:
-        ax.set_axis_off()
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
 
 
 def run_demo(

@@ -323,3 +323,19 @@ def test_every_logged_metric_is_independent_of_the_eval_batch_size(
         for key in result:
             if key.endswith("top5") or key.endswith("top5_ts"):
                 assert result[key] >= result[key.replace("top5", "acc")]
+
+
+def test_test_pictures_of_a_dense_run(tmp_path):
+    """``test`` writes the reliability diagram and per-pixel maps into the run folder and
+    keeps an earlier test's pictures."""
+    from PIL import Image
+
+    args = [*DENSE_CLI, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1"]
+    main(["fit", *args])
+    for _ in range(2):
+        main(["test", *args, "--ckpt_path=best"])
+    pictures = sorted(p.name for p in (tmp_path / "pictures").iterdir())
+    assert pictures == ["maps-1.png", "maps.png", "maps_ts-1.png", "maps_ts.png",
+                        "reliability-1.png", "reliability.png"]  # fmt: skip
+    with Image.open(tmp_path / "pictures" / "maps.png") as image:
+        assert image.size[0] > 500 and image.size[1] > 400  # 5 columns x 4 images
