@@ -41,6 +41,7 @@ from lightning_calib.checkpointing import (
     check_compatible,
     check_max_epochs,
     check_optimizer_compatible,
+    global_rank_from_env,
     install_atomic_checkpoint_io,
     read_checkpoint,
 )
@@ -350,8 +351,12 @@ def _checkpoint_dir(config: Namespace) -> Path:
 
 
 def _is_launching_process() -> bool:
-    """Whether this is the process the user started (not a rank that DDP re-launched)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """Whether this is global rank 0, as the launchers' environment tells it.
+
+    The process the user started, or rank 0 of ``torchrun``/SLURM; see
+    :func:`~lightning_calib.checkpointing.global_rank_from_env`.
+    """
+    return global_rank_from_env() == 0
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
