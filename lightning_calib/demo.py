@@ -1,11 +1,12 @@
-"""The main job on embedded data: train each loss on digits, test, print the comparison.
+"""The main job on embedded data: train each loss on both tasks, test, print the comparisons.
 
 ``python -m lightning_calib.demo`` (``make demo``) trains the shipped ``configs/digits/*.yaml``
-runs through the same CLI a user types (``lightning-calib fit`` then ``test`` on the best
-checkpoint) and prints, side by side, test accuracy, NLL, ECE, AECE and CECE before and
-after temperature scaling (values x100, as papers print them). The table is also written to
-``<out>/summary.json`` and ``<out>/summary.md``, and the reliability diagrams of all runs to
-``<out>/reliability.png``.
+(classification) and then ``configs/digits_voc/*.yaml`` (segmentation) runs through the same
+CLI a user types (``lightning-calib fit`` then ``test`` on the best checkpoint) and prints, per
+task, test accuracy (mIoU and pixel accuracy), NLL, ECE, AECE, CECE (and the image-wise ECE)
+before and after temperature scaling (values x100, as papers print them). Each table is also
+written to ``<out>/<task>/summary.json`` and ``summary.md``, and the reliability diagrams of
+all runs to ``<out>/<task>/reliability.png``.
 
 While it trains, each run shows one status line (``[2/9] ls  epoch 12/30  val/acc 0.981
 8.4 s``), rewritten in place on a terminal and written once, when the run ends, otherwise
@@ -29,6 +30,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,6 +42,8 @@ from lightning_calib.pictures import plot_reliability_grid
 
 __all__ = [
     "DEFAULT_LOSSES",
+    "TASKS",
+    "DemoTask",
     "RunProgress",
     "format_table",
     "plot_reliability_grid",
@@ -61,7 +65,47 @@ COLUMNS = (
     ("cece_ts", "CECE (TS)"),
     ("temperature", "T"),
 )
+#: Columns of the segmentation table (pixel-wise pooled metrics, and the image-wise ECE).
+SEG_COLUMNS = (
+    ("miou", "mIoU"),
+    ("acc", "Pixel acc"),
+    ("nll", "NLL"),
+    ("ece", "ECE"),
+    ("aece", "AECE"),
+    ("cece", "CECE"),
+    ("image_ece", "Image ECE"),
+    ("ece_ts", "ECE (TS)"),
+    ("image_ece_ts", "Image ECE (TS)"),
+    ("temperature", "T"),
+)
 RELIABILITY_FILE = "reliability.png"
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """One half of the demo: a folder of configs, its table columns and its selection key."""
+
+    configs: str
+    columns: tuple[tuple[str, str], ...]
+    monitor: str
+    title: str
+    losses: tuple[str, ...] = DEFAULT_LOSSES
+
+
+#: The two tasks of the demo, in the order they run.
+TASKS = {
+    "digits": DemoTask(
+        "digits", COLUMNS, "val/acc",
+        "Digits test split (540 images), best-val-accuracy checkpoint, values x100:",
+    ),
+    "digits_voc": DemoTask(
+        "digits_voc", SEG_COLUMNS, "val/miou",
+        "digits-VOC test split (200 images of 64x64, 11 classes), best-val-mIoU checkpoint, "
+        "pooled over every valid pixel (Image ECE: mean over images), values x100:",
+        # the paper's segmentation comparison, within the demo's time (every loss has a config)
+        ("ce", "ls", "focal", "mbls", "acls"),
+    ),
+}  # fmt: skip
 
 # The `logging` loggers of Lightning (standalone packages and the unified `lightning` package).
 # Their INFO lines are the "Seed set to 0", "GPU available", "💡 Tip: ... litlogger",
@@ -132,6 +176,7 @@ class RunProgress(pl.Callback):
         tty: rewrite the line in place; ``None`` to ask ``stream.isatty()``.
         interval: the fewest seconds between two rewrites within an epoch.
         start: ``time.perf_counter()`` value the elapsed time counts from (default: now).
+        monitor: the validation key shown (``val/acc``; ``val/miou`` for segmentation).
     """
 
     def __init__(
@@ -145,8 +190,10 @@ class RunProgress(pl.Callback):
         tty: bool | None = None,
         interval: float = 0.25,
         start: float | None = None,
+        monitor: str = "val/acc",
     ) -> None:
         self.label = f"[{index}/{total}] {name:<{width}}"
+        self.monitor = monitor
         self._stream = stream
         self._tty = tty
         self.interval = interval
@@ -178,7 +225,7 @@ class RunProgress(pl.Callback):
         n = self.max_epochs if self.max_epochs is not None and self.max_epochs >= 0 else "?"
         parts = [self.label, f"epoch {self.epoch}/{n}"]
         if self.val_acc is not None:
-            parts.append(f"val/acc {self.val_acc:.3f}")
+            parts.append(f"{self.monitor} {self.val_acc:.3f}")
         if self.status:
             parts.append(self.status)
         parts.append(f"{time.perf_counter() - self.start:.1f} s")
@@ -209,7 +256,7 @@ class RunProgress(pl.Callback):
         self.closed = True
 
     def _read_val_acc(self, trainer: pl.Trainer) -> None:
-        value = trainer.callback_metrics.get("val/acc")
+        value = trainer.callback_metrics.get(self.monitor)
         if value is not None:
             self.val_acc = float(value)
 
@@ -282,14 +329,16 @@ def train_and_test(
     return _fit_and_test(config, out, extra, callbacks)[0]
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
+def format_table(
+    rows: dict[str, dict[str, float]], columns: Sequence[tuple[str, str]] = COLUMNS
+) -> str:
     """A Markdown table: one row per loss, metrics x100 (temperature as is)."""
-    head = "| loss | " + " | ".join(title for _, title in COLUMNS) + " |"
-    sep = "|---|" + "---:|" * len(COLUMNS)
+    head = "| loss | " + " | ".join(title for _, title in columns) + " |"
+    sep = "|---|" + "---:|" * len(columns)
     lines = [head, sep]
     for name, m in rows.items():
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             v = m.get(key)
             cells.append(
                 "-" if v is None else f"{v:.2f}" if key == "temperature" else f"{100 * v:.2f}"
@@ -307,11 +356,12 @@ def run_demo(
     quiet: bool = True,
     plot: bool = True,
     stream: IO[str] | None = None,
+    task: str = "digits",
 ) -> dict[str, dict[str, float]]:
-    """Train and test each loss's digits config; write and return the summary.
+    """Train and test each loss's config of one task; write and return the summary.
 
     Args:
-        losses: names of ``configs/digits/<name>.yaml``.
+        losses: names of ``configs/<task>/<name>.yaml``.
         out: output folder (one sub-folder per run, ``summary.json``, ``summary.md``,
             ``reliability.png``).
         extra: CLI overrides passed to every run (``--trainer.max_epochs=2``, ...).
@@ -319,9 +369,13 @@ def run_demo(
         quiet: keep Lightning's INFO lines and known warnings out (:func:`quiet_lightning`).
         plot: write the reliability diagrams of all runs to ``<out>/reliability.png``.
         stream: where the progress lines go (default: ``sys.stdout``).
+        task: a key of :data:`TASKS` (``"digits"``, ``"digits_voc"``).
     """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {sorted(TASKS)}; got {task!r}.")
+    spec = TASKS[task]
     out = Path(out)
-    configs = config_dir() / "digits"
+    configs = config_dir() / spec.configs
     paths = {name: configs / f"{name}.yaml" for name in losses}
     for path in paths.values():
         if not path.is_file():
@@ -346,20 +400,23 @@ def run_demo(
             bar = None
             if progress:
                 bar = RunProgress(
-                    name, i, len(paths), width=width, stream=stream, start=start
+                    name, i, len(paths), width=width, stream=stream, start=start,
+                    monitor=spec.monitor,
                 )  # fmt: skip
                 callbacks.append(bar)
             rows[name], curves[name] = _fit_and_test(path, out, list(extra or []), callbacks)
             rows[name]["seconds"] = time.perf_counter() - start
             if bar is not None:
-                acc = rows[name].get("acc")
-                bar.close("" if acc is None else f"test/acc {acc:.3f}")
+                key = spec.monitor.removeprefix("val/")
+                value = rows[name].get(key)
+                bar.close("" if value is None else f"test/{key} {value:.3f}")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    (out / "summary.md").write_text(format_table(rows) + "\n")
+    (out / "summary.md").write_text(format_table(rows, spec.columns) + "\n")
     if plot and any(curves.values()):
         plot_reliability_grid(
             curves, rows, out / RELIABILITY_FILE,
-            suptitle="Digits test split, best checkpoint: raw (bars) and temperature-scaled (TS)",
+            suptitle=f"{spec.configs} test split, best checkpoint: raw (bars) and "
+            "temperature-scaled (TS)",
         )  # fmt: skip
     return rows
 
@@ -373,10 +430,18 @@ def _parse(argv: list[str] | None) -> tuple[Any, list[str]]:
     parser.add_argument(
         "--losses",
         nargs="+",
-        default=list(DEFAULT_LOSSES),
-        help="configs/digits/<name>.yaml to run (default: %(default)s)",
+        default=None,
+        help="configs/<task>/<name>.yaml to run (default: every loss for digits; ce ls focal "
+        "mbls acls for digits_voc)",
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=list(TASKS),
+        default=list(TASKS),
+        help="the embedded tasks to run, in order (default: %(default)s)",
+    )
+    parser.add_argument("--out", default="runs/demo", help="output folder (one per task)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the epochs")
     args, rest = parser.parse_known_args(argv)
     overrides: list[str] = []
@@ -390,28 +455,34 @@ def _parse(argv: list[str] | None) -> tuple[Any, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point of the demo."""
+    """Console entry point of the demo: each task's runs, then its table."""
     args, overrides = _parse(argv)
     extra = [] if args.max_epochs is None else [f"--trainer.max_epochs={args.max_epochs}"]
     extra += overrides
-    n = len(args.losses)
-    print(
-        f"Training {n} loss{'es' if n != 1 else ''} on the embedded digits data "
-        "(configs/digits/<loss>.yaml), then testing each best-val-accuracy checkpoint:",
-        flush=True,
-    )
     start = time.perf_counter()
-    rows = run_demo(tuple(args.losses), args.out, extra)
-    print()
-    print("Digits test split (540 images), best-val-accuracy checkpoint, values x100:")
-    print(format_table(rows))
-    print("(The last digits move at float rounding from one CPU to another.)")
-    print(
-        f"\n{len(rows)} runs in {time.perf_counter() - start:.0f} s; table in {args.out}/summary.md"
-    )
-    image = Path(args.out) / RELIABILITY_FILE
-    if image.is_file():
-        print(f"Reliability diagrams: {image}")
+    total = 0
+    for task in args.tasks:
+        spec = TASKS[task]
+        losses = tuple(args.losses) if args.losses else spec.losses
+        n = len(losses)
+        out = Path(args.out) / task
+        print(
+            f"Training {n} loss{'es' if n != 1 else ''} on the embedded {task} data "
+            f"(configs/{spec.configs}/<loss>.yaml), then testing each best checkpoint "
+            f"({spec.monitor}):",
+            flush=True,
+        )
+        rows = run_demo(losses, out, extra, task=task)
+        total += len(rows)
+        print()
+        print(spec.title)
+        print(format_table(rows, spec.columns))
+        print("(The last digits move at float rounding from one CPU to another.)")
+        print(f"Table in {out}/summary.md", end="")
+        image = out / RELIABILITY_FILE
+        print(f"; reliability diagrams in {image}" if image.is_file() else "")
+        print()
+    print(f"{total} runs in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

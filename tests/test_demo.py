@@ -96,7 +96,7 @@ def test_demo_in_process_progress_table_image_and_restored_state(tmp_path, capsy
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # anything not filtered by the demo is recorded
-            demo.main(["--losses", *LOSSES, "--out", str(tmp_path), *TINY])
+            demo.main(["--tasks", "digits", "--losses", *LOSSES, "--out", str(tmp_path), *TINY])
             assert warnings.filters[0] == ("always", None, Warning, None, 0)
     finally:
         for lg in watched:
@@ -108,10 +108,11 @@ def test_demo_in_process_progress_table_image_and_restored_state(tmp_path, capsy
     assert [(m["i"], m["n"], m["loss"]) for m in found] == [("1", "2", "ce"), ("2", "2", "acls")]
     assert "\r" not in out
     _check_table(out)
-    image = tmp_path / "reliability.png"
-    assert f"Reliability diagrams: {image}" in out.splitlines()[-1]
+    image = tmp_path / "digits" / "reliability.png"
+    assert f"reliability diagrams in {image}" in out
+    assert re.search(r"^2 runs in \d+ s$", out.splitlines()[-1])
     _check_png(image)
-    assert {"summary.md", "summary.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"summary.md", "summary.json"} <= {p.name for p in (tmp_path / "digits").iterdir()}
 
     # Lightning's INFO lines were never emitted, the known warnings never shown
     assert [r.getMessage() for r in handler.records if r.levelno < logging.WARNING] == []
@@ -125,7 +126,7 @@ def test_demo_in_process_progress_table_image_and_restored_state(tmp_path, capsy
 def test_demo_as_a_command_prints_no_framework_noise(tmp_path):
     """The whole output (stdout and stderr, as a user sees it), without the Makefile's env."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "MPLBACKEND")}
-    args = ["--losses", *LOSSES, "--out", str(tmp_path), *TINY]
+    args = ["--tasks", "digits", "--losses", *LOSSES, "--out", str(tmp_path), *TINY]
     cmd = [sys.executable, "-m", "lightning_calib.demo", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -135,7 +136,7 @@ def test_demo_as_a_command_prints_no_framework_noise(tmp_path):
     assert len(_progress_lines(done.stdout)) == len(LOSSES)
     assert "\r" not in done.stdout
     _check_table(done.stdout)
-    _check_png(tmp_path / "reliability.png")
+    _check_png(tmp_path / "digits" / "reliability.png")
 
     # a rerun into the same folder is as quiet (its checkpoint folders exist now)
     rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
@@ -258,3 +259,19 @@ def test_cifar100_config_composes_and_instantiates(loss, tmp_path):
     assert type(cli.model.loss).__name__ == expected
     assert cli.trainer.max_epochs == 350
     assert cli.trainer.checkpoint_callback.monitor == "val/acc"
+
+
+def test_segmentation_half_of_the_demo(tmp_path, capsys):
+    """digits-VOC: its own table (mIoU, pixel and image-wise ECE) and progress on val/miou."""
+    tiny = ["--max-epochs", "1", "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
+            "--trainer.log_every_n_steps=1"]  # fmt: skip
+    demo.main(["--tasks", "digits_voc", "--losses", "ce", "acls", "--out", str(tmp_path), *tiny])
+    out = capsys.readouterr().out
+    head = "| loss | " + " | ".join(title for _, title in demo.SEG_COLUMNS) + " |"
+    assert head in out.splitlines()
+    rows = [line for line in out.splitlines() if line.startswith("| ce |")
+            or line.startswith("| acls |")]  # fmt: skip
+    assert len(rows) == 2 and all("-" not in row.split("|")[2] for row in rows)
+    assert re.search(r"\[2/2\] acls\s+epoch 1/1\s+val/miou \d\.\d{3}\s+test/miou", out)
+    _check_png(tmp_path / "digits_voc" / "reliability.png")
