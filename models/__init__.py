@@ -2,5 +2,15 @@
 
 from models.imagenet import TorchvisionResNet
 from models.resnet import BasicBlock, Bottleneck, ResNet
+from models.segmentation import DeepLabV3, DeepLabV3Plus, SmallSegNet, TimmSyncBatchNorm
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "TorchvisionResNet"]
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "ResNet",
+    "SmallSegNet",
+    "TimmSyncBatchNorm",
+    "TorchvisionResNet",
+]
