@@ -222,7 +222,9 @@ def segmentation_metrics(
     if batch_averaged:
         exclude = () if background is None else (background,)
         metrics["batch_ece"] = BatchAveragedECE(n_bins=n_bins, exclude_classes=exclude, **common)
-    return MetricSet(metrics, num_classes, ignore_index, compute_groups=[["ece", "mce"]])
+    # miou and miou_fg read one confusion matrix; ece and mce the same per-bin sums
+    groups = [["ece", "mce"], ["miou", "miou_fg"] if background is not None else ["miou"]]
+    return MetricSet(metrics, num_classes, ignore_index, compute_groups=groups)
 
 
 def segmentation_mbls_metrics(
