@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_loop.py
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/datamodules.py
+	$(PY) benchmarks/segmentation.py
 
 clean:
 	rm -rf $(VENV) runs results .pytest_cache
