@@ -339,3 +339,13 @@ def test_test_pictures_of_a_dense_run(tmp_path):
                         "reliability-1.png", "reliability.png"]  # fmt: skip
     with Image.open(tmp_path / "pictures" / "maps.png") as image:
         assert image.size[0] > 500 and image.size[1] > 400  # 5 columns x 4 images
+
+
+def test_class_argmax_equals_torch_argmax_ties_included():
+    from lightning_calib.metrics.presets import class_argmax
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(-2, 3, (3, 7, 5, 4), generator=g).float()  # many ties
+    assert torch.equal(class_argmax(z), z.argmax(1))
+    z = torch.randn(2, 300, 3, 3, generator=g)  # more classes than uint8 holds
+    assert torch.equal(class_argmax(z), z.argmax(1))
