@@ -92,3 +92,24 @@ def test_digits_voc_test_on_two_processes_equals_one(tmp_path):
     assert set(got) == set(expected)
     for key in sorted(expected):
         assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), key
+
+
+def test_fast_dev_run_on_a_fake_voc_tree_with_acls(tmp_path):
+    """The real VOC config (its datamodule, void 255, miou selection) on a fake VOC tree with
+    odd image sizes: fast_dev_run fit, then test, through the CLI (a small network)."""
+    from fake_voc import make_fake_voc
+
+    make_fake_voc(tmp_path / "data", n_train=8, n_val=4)
+    args = [
+        "--config", str(CONFIGS / "voc" / "acls.yaml"),
+        f"--data.init_args.root={tmp_path / 'data'}", "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2",
+        "--data.init_args.crop_size=32", "--data.init_args.train_max_size=40",
+        "--data.init_args.eval_size=32", "--model.network=models.SmallSegNet",
+        f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.accelerator=cpu",
+    ]  # fmt: skip
+    cli = main(["fit", *args, "--trainer.fast_dev_run=true"])
+    assert cli.model.loss.ignore_index == 255 and cli.model.num_classes == 21
+    cli = main(["test", *args, "--trainer.limit_test_batches=2", "--allow_random_weights=true"])
+    logged = cli.trainer.callback_metrics
+    assert {"test/miou", "test/miou_fg", "test/ece", "test/image_ece"} <= set(logged)
