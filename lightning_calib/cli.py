@@ -11,6 +11,8 @@
   user typed it, so DDP ranks re-launched from it compose the same config.
 * Every checkpoint also holds the random generators (:class:`~lightning_calib.callbacks.RNGState`),
   so a resumed run draws the shuffles and augmentations the uninterrupted run would have.
+* ``test`` writes ``<default_root_dir>/report.json`` (:mod:`lightning_calib.report`: every
+  test metric raw and scaled, T, the composed config, the checkpoint, split sizes, version).
 * ``predict`` writes the raw and temperature-scaled logits (and the targets) to
   ``<default_root_dir>/predictions.pt`` (:class:`~lightning_calib.callbacks.PredictionWriter`,
   never overwriting) and says where.
@@ -48,6 +50,7 @@ from lightning_calib.checkpointing import (
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
 from lightning_calib.pictures import TestPictures
+from lightning_calib.report import build_report, write_report
 
 __all__ = [
     "TRACEBACK_ENV",
@@ -341,6 +344,22 @@ class LightningCalibCLI(LightningCLI):
 
     def before_predict(self) -> None:  # noqa: D102
         self._check_checkpoint(resume=False)
+
+    def after_test(self) -> None:
+        """Write ``report.json`` into the run folder (global rank 0; never overwriting)."""
+        if not self.trainer.is_global_zero:
+            return
+        config = self._subconfig()
+        report = build_report(
+            self.model,
+            self.datamodule,
+            yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))["test"],
+            config.get("ckpt_path"),
+        )
+        pictures = [str(p) for cb in self.trainer.callbacks for p in getattr(cb, "paths", [])]
+        report["pictures"] = pictures
+        path = write_report(report, self.trainer.default_root_dir)
+        print(f"report written to {path}")
 
 
 def _checkpoint_dir(config: Namespace) -> Path:

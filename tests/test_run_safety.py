@@ -339,3 +339,24 @@ def test_the_cli_trainer_writes_checkpoints_atomically(tmp_path):
 
     cli = main(["--config", CE, *tiny_trainer_args(tmp_path)], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_every_test_writes_a_report_beside_the_earlier_ones(trained, capsys, monkeypatch):
+    import json
+
+    for _ in range(2):
+        code, out, err = console(["test", "--config", CE, *tiny_trainer_args(trained),
+                                  "--ckpt_path=best"], capsys, monkeypatch)  # fmt: skip
+        assert code == 0, err
+    first, second = trained / "report.json", trained / "report-1.json"
+    assert f"report written to {second}" in out
+    report = json.loads(first.read_text())
+    assert json.loads(second.read_text())["metrics"] == report["metrics"]
+    logged = {"acc", "top5", "nll", "brier", "ece", "mce", "aece", "cece"}
+    assert logged | {f"{k}_ts" for k in logged} | {"temperature"} == set(report["metrics"])
+    assert report["temperature"] == report["metrics"]["temperature"]
+    assert report["checkpoint"] == str(trained / "checkpoints" / "best.ckpt")
+    assert report["config"]["model"]["loss"]["class_path"] == "losses.CrossEntropy"
+    assert report["data"]["sizes"] == {"train": 897, "val": 360, "test": 540}
+    assert report["data"]["class_names"] == [str(d) for d in range(10)]
+    assert any(p.endswith("reliability.png") for p in report["pictures"])
