@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+from lightning_calib.files import free_stem, write_atomic
 
 __all__ = ["MonitorCheck", "PredictionWriter", "RNGState"]
 
@@ -142,14 +143,14 @@ class PredictionWriter(BasePredictionWriter):
         base = None
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
-            base = _free_base(folder, stem, ext)
+            base = free_stem(folder, stem, ext)
         base = trainer.strategy.broadcast(base, src=0)  # every rank writes under one name
         folder.mkdir(parents=True, exist_ok=True)
         rank = f".rank{trainer.global_rank}" if world > 1 else ""
         self.paths = []
         for i, payload in enumerate(payloads):
             path = folder / (base + (f".dataloader{i}" if several else "") + rank + ext)
-            _save_atomic(payload, path)
+            write_atomic(path, lambda file, payload=payload: torch.save(payload, file))
             self.paths.append(path)
         if world > 1:  # the total over the ranks; also waits until every rank has written
             total = torch.tensor(rows, dtype=torch.int64, device=pl_module.device)
@@ -216,30 +217,6 @@ def _split(filename: str) -> tuple[str, str]:
     """``"predictions.pt"`` -> ``("predictions", ".pt")``."""
     path = Path(filename)
     return (path.stem, path.suffix) if path.suffix else (filename, "")
-
-
-def _free_base(folder: Path, stem: str, ext: str) -> str:
-    """``stem``, else the first ``stem-<n>`` that names no file (nor a per-rank file) yet."""
-    n = 0
-    while True:
-        base = stem if n == 0 else f"{stem}-{n}"
-        if not (folder / (base + ext)).exists() and not any(folder.glob(f"{base}.*{ext}")):
-            return base
-        n += 1
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then :func:`os.replace` it there."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _say(trainer: pl.Trainer, line: str) -> None:

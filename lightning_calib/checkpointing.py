@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import fcntl
 import importlib
 import json
@@ -53,6 +52,8 @@ import fsspec.utils
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.types import _PATH
+
+from lightning_calib.files import write_atomic
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -188,21 +189,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         target = Path(str(path).removeprefix("file://"))
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            with os.fdopen(fd, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: as they are
-                raise
+            write_atomic(target, lambda file: torch.save(checkpoint, file))
+        except Exception as err:  # KeyboardInterrupt, SystemExit go through as they are
             raise CheckpointSaveError(
                 f"cannot write checkpoint {target}: {_cause(err)}", target
             ) from err
@@ -231,18 +220,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(local, **kwargs)
         except Exception as err:
             raise _load_error(local, err) from err
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Fsync a folder (makes a rename in it durable); a no-op where folders cannot be fsynced."""
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def install_atomic_checkpoint_io(trainer: Any) -> bool:

@@ -46,6 +46,7 @@ from lightning_calib.checkpointing import (
     global_rank_from_env,
     install_atomic_checkpoint_io,
     read_checkpoint,
+    run_has_checkpoints,
 )
 from lightning_calib.config import ConfigError, compose, has_bases
 from lightning_calib.module import CalibrationModule
@@ -217,7 +218,7 @@ class LightningCalibCLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub is None:
             return
-        cfg = self.config[sub]
+        cfg = self._subconfig()
         ckpt = cfg.get("ckpt_path")
         ckpt_dir = _checkpoint_dir(cfg)
         if ckpt in ("best", "last"):
@@ -240,7 +241,7 @@ class LightningCalibCLI(LightningCLI):
                 "on purpose"
             )
         elif sub == "fit" and not cfg.get("overwrite") and _is_launching_process():
-            existing = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+            existing = [p.name for p in run_has_checkpoints(ckpt_dir)]
             if existing:
                 raise CLIError(
                     f"{ckpt_dir} already holds {', '.join(existing)} of a run: resume it with "
@@ -274,15 +275,14 @@ class LightningCalibCLI(LightningCLI):
                 )
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        root = config["trainer"]["default_root_dir"] or "runs/default"
+        config = self._subconfig()
         if config["checkpoint"]["dirpath"] is None:
             config["checkpoint"]["dirpath"] = str(_checkpoint_dir(config))
         if config["trainer"].get("logger") in (None, True):
             # the run folder holds its logs and saved config: --trainer.default_root_dir moves all
             config["trainer"]["logger"] = Namespace(
                 class_path="pytorch_lightning.loggers.CSVLogger",
-                init_args=Namespace(save_dir=str(root), name="logs"),
+                init_args=Namespace(save_dir=str(_run_root(config)), name="logs"),
             )
         callbacks = list(config["trainer"].get("callbacks") or [])
         present = {_class_path(cb).rsplit(".", 1)[-1] for cb in callbacks}
@@ -331,8 +331,8 @@ class LightningCalibCLI(LightningCLI):
         started together cannot both pass it.
         """
         if _is_launching_process():
-            root = self.config.fit.trainer.get("default_root_dir") or "runs/default"
-            self._run_lock = RunLock(Path(root), command=" ".join(sys.argv)).acquire()
+            root = _run_root(self._subconfig())
+            self._run_lock = RunLock(root, command=" ".join(sys.argv)).acquire()
             self._check_weights_and_run_folder()
         self._check_checkpoint(resume=True)
 
@@ -349,12 +349,9 @@ class LightningCalibCLI(LightningCLI):
         """Write ``report.json`` into the run folder (global rank 0; never overwriting)."""
         if not self.trainer.is_global_zero:
             return
-        config = self._subconfig()
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))
         report = build_report(
-            self.model,
-            self.datamodule,
-            yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))["test"],
-            config.get("ckpt_path"),
+            self.model, self.datamodule, dumped["test"], self._subconfig().get("ckpt_path")
         )
         pictures = [str(p) for cb in self.trainer.callbacks for p in getattr(cb, "paths", [])]
         report["pictures"] = pictures
@@ -362,11 +359,15 @@ class LightningCalibCLI(LightningCLI):
         print(f"report written to {path}")
 
 
+def _run_root(config: Namespace) -> Path:
+    """The run folder: ``trainer.default_root_dir`` (``runs/default`` when unset)."""
+    return Path(config["trainer"].get("default_root_dir") or "runs/default")
+
+
 def _checkpoint_dir(config: Namespace) -> Path:
-    """The run's checkpoint folder: ``checkpoint.dirpath`` or ``<default_root_dir>/checkpoints``."""
+    """The run's checkpoint folder: ``checkpoint.dirpath`` or ``<run folder>/checkpoints``."""
     dirpath = config["checkpoint"].get("dirpath")
-    root = config["trainer"].get("default_root_dir") or "runs/default"
-    return Path(dirpath) if dirpath else Path(root) / "checkpoints"
+    return Path(dirpath) if dirpath else _run_root(config) / "checkpoints"
 
 
 def _is_launching_process() -> bool:

@@ -24,7 +24,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_calib.metrics.presets import MetricSetFactory, get_preset
+from lightning_calib.metrics.presets import MetricSetFactory, check_ignore_index, get_preset
 from lightning_calib.temperature import TemperatureGrid
 
 __all__ = [
@@ -203,13 +203,7 @@ class CalibrationModule(pl.LightningModule):
                 f"`metrics` must build a torchmetrics MetricCollection; {metrics!r} returned "
                 f"{type(collection).__name__}."
             )
-        for key, metric in collection.items(keep_base=True):
-            declared = getattr(metric, "ignore_index", ignore_index)
-            if declared != ignore_index:
-                raise ValueError(
-                    f"metric {key!r} was built with ignore_index={declared!r} but the data "
-                    f"declares ignore_index={ignore_index!r}."
-                )
+        check_ignore_index(dict(collection.items(keep_base=True)), ignore_index)
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.test_metrics_ts = collection.clone(prefix="test/", postfix="_ts")

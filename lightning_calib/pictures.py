@@ -24,6 +24,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from lightning_calib.files import free_stem
+
 __all__ = ["TestPictures", "plot_reliability_grid", "plot_segmentation_maps"]
 
 
@@ -167,13 +169,9 @@ def plot_segmentation_maps(
     return path
 
 
-def _free_path(folder: Path, stem: str, suffix: str = ".png") -> Path:
-    """``folder/stem.png``, or ``stem-1.png``, ``stem-2.png``, ... when taken."""
-    path, i = folder / f"{stem}{suffix}", 0
-    while path.exists():
-        i += 1
-        path = folder / f"{stem}-{i}{suffix}"
-    return path
+def _free_path(folder: Path, stem: str) -> Path:
+    """``folder/<stem>.png``, or the next free ``<stem>-<n>.png`` (:func:`free_stem`)."""
+    return folder / f"{free_stem(folder, stem, '.png')}.png"
 
 
 class TestPictures(pl.Callback):

@@ -16,13 +16,14 @@ an earlier test's report is there: nothing is overwritten) holding:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
+
+from lightning_calib.files import free_stem, write_atomic
 
 __all__ = ["REPORT_NAME", "build_report", "write_report"]
 
@@ -91,13 +92,6 @@ def build_report(
 
 def write_report(report: dict[str, Any], folder: str | Path) -> Path:
     """Write ``report`` to ``folder/report.json`` (or the next free ``report-N.json``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path, i = folder / REPORT_NAME, 0
-    while path.exists():
-        i += 1
-        path = folder / f"report-{i}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    path = Path(folder) / f"{free_stem(folder, 'report', '.json')}.json"
+    text = (json.dumps(report, indent=2, default=str) + "\n").encode()
+    return write_atomic(path, lambda file: file.write(text))

@@ -144,20 +144,15 @@ class TemperatureGrid(Metric):
     def update(self, logits: Tensor, target: Tensor) -> None:
         """Add the batch's sums for every temperature (dense: the sampled positions only)."""
         logits = logits.detach()
+        if self.validate_args:  # the whole batch, before any sampling; then never again
+            _tensor_validation(logits, target, self.ignore_index, from_logits=True)
         if logits.ndim > 2 and self.pixel_fraction < 1.0:
-            if self.validate_args:  # check the whole batch before sampling it
-                _tensor_validation(logits, target, self.ignore_index, from_logits=True)
             keep = position_sample(*logits.shape[-2:], self.pixel_fraction, logits.device)
             logits = logits[..., keep]  # (N, C, *lead, P): still a dense batch
             target = target[..., keep]
         temps = self.temperatures.to(logits.device)
         count, conf, correct = binned_calibration_stats(
-            logits,
-            target,
-            self.n_bins,
-            self.ignore_index,
-            temperature=temps,
-            validate_args=self.validate_args,
+            logits, target, self.n_bins, self.ignore_index, temperature=temps, validate_args=False
         )
         self.count = self.count + count.to(self.count)
         self.conf_sum = self.conf_sum + conf.to(self.conf_sum)

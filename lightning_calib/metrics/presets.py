@@ -20,7 +20,7 @@ Two things every preset gets right, whatever its metrics:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,9 +32,11 @@ from lightning_calib.metrics.functional import _tensor_validation
 
 __all__ = [
     "PRESETS",
+    "ArgmaxJaccardIndex",
     "ForegroundJaccardIndex",
     "MetricSet",
     "MetricSetFactory",
+    "check_ignore_index",
     "class_argmax",
     "classification_metrics",
     "get_preset",
@@ -90,41 +92,30 @@ class MetricSet(MetricCollection):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.validate_args = validate_args
-        for key, metric in metrics.items():
-            declared = getattr(metric, "ignore_index", ignore_index)
-            if declared != ignore_index:
-                raise ValueError(
-                    f"metric {key!r} was built with ignore_index={declared!r} but the data "
-                    f"declares ignore_index={ignore_index!r}."
-                )
+        check_ignore_index(metrics, ignore_index)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Validate the batch once (when ``validate_args``), then update each group's leader.
-
-        Members that take class labels (torchmetrics' ``MulticlassJaccardIndex``) get the
-        arg-max of a dense batch computed once by :func:`class_argmax` instead of the logits:
-        torch's ``argmax`` over the class dim of ``(N, C, H, W)`` is a strided reduction that
-        took 106-174 ms for 4x21x512x512 here, the class loop 28 ms (the same labels, ties to
-        the first class), and it was most of the mIoU update.
-        """
+        """Validate the batch once (when ``validate_args``), then update every group."""
         if self.validate_args:
             _tensor_validation(
                 preds, target, self.ignore_index, from_logits=True, num_classes=self.num_classes
             )
-        for key in self.keys(keep_base=True):
-            getattr(self, str(key))._computed = None
-        leaders = [group[0] for group in self._groups.values()] if self._groups else None
-        labels: Tensor | None = None
-        for key in leaders if leaders is not None else self.keys(keep_base=True):
-            metric = getattr(self, str(key))
-            if preds.ndim > 2 and isinstance(metric, MulticlassJaccardIndex):
-                labels = class_argmax(preds) if labels is None else labels
-                metric.update(labels, target)
-            else:
-                metric.update(preds, target)
-        if leaders is not None:
-            self._state_is_copy = False
-            self._compute_groups_create_state_ref()
+        super().update(preds, target)
+
+
+def check_ignore_index(metrics: Mapping[str, Metric], ignore_index: int | None) -> None:
+    """Refuse a metric built with another ``ignore_index`` than the data's, naming both.
+
+    Raises:
+        ValueError: the first member whose ``ignore_index`` differs.
+    """
+    for key, metric in metrics.items():
+        declared = getattr(metric, "ignore_index", ignore_index)
+        if declared != ignore_index:
+            raise ValueError(
+                f"metric {key!r} was built with ignore_index={declared!r} but the data "
+                f"declares ignore_index={ignore_index!r}."
+            )
 
 
 MetricSetFactory = Callable[[int, int, "int | None"], MetricCollection]
@@ -149,7 +140,23 @@ def class_argmax(preds: Tensor) -> Tensor:
     return labels.long()
 
 
-class ForegroundJaccardIndex(MulticlassJaccardIndex):
+class ArgmaxJaccardIndex(MulticlassJaccardIndex):
+    """torchmetrics' ``MulticlassJaccardIndex``, fed the labels of dense scores by a class loop.
+
+    torchmetrics takes the arg-max of float ``(N, C, *spatial)`` scores itself with
+    ``argmax(1)``, a strided reduction over the class dim: 106-174 ms for 4x21x512x512 here,
+    most of the mIoU update; :func:`class_argmax` gives the same labels in 28 ms. The states,
+    the reduction and every other behaviour are torchmetrics'.
+    """
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch; dense float scores become labels first (:func:`class_argmax`)."""
+        if preds.is_floating_point() and preds.ndim > 2:
+            preds = class_argmax(preds)
+        super().update(preds, target)
+
+
+class ForegroundJaccardIndex(ArgmaxJaccardIndex):
     """Mean IoU over the classes other than ``background`` (the MbLS VOC convention).
 
     torchmetrics' ``MulticlassJaccardIndex`` with ``average="macro"`` averages the IoU of
@@ -247,7 +254,7 @@ def segmentation_metrics(
 
     common = {"ignore_index": ignore_index, "validate_args": False}
     metrics: dict[str, Metric] = {
-        "miou": MulticlassJaccardIndex(num_classes, average="macro", **common),
+        "miou": ArgmaxJaccardIndex(num_classes, average="macro", **common),
     }
     if background is not None:
         metrics["miou_fg"] = ForegroundJaccardIndex(num_classes, background, **common)
