@@ -111,9 +111,25 @@ def fake_checkpoint(n: int = 0, size: int = 1000) -> dict:
 
 
 # ------------------------------------------------------------------------------------ saving
-def test_save_writes_next_to_target_never_in_tmpdir(tmp_path, monkeypatch):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+@pytest.fixture
+def tmpdir_elsewhere(tmp_path):
+    """A ``$TMPDIR`` on another filesystem than ``tmp_path`` where the machine has one
+    (``/dev/shm``, a tmpfs), else beside it."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        folder = Path(tempfile.mkdtemp(dir=shm))
+        yield folder
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        folder = tmp_path / "elsewhere"
+        folder.mkdir()
+        yield folder
+
+
+def test_save_writes_next_to_target_never_in_tmpdir(tmp_path, monkeypatch, tmpdir_elsewhere):
+    elsewhere = tmpdir_elsewhere
+    if str(elsewhere).startswith("/dev/shm"):  # the case of the bug: another filesystem
+        assert os.stat(elsewhere).st_dev != os.stat(tmp_path).st_dev
     monkeypatch.setenv("TMPDIR", str(elsewhere))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
     assert tempfile.gettempdir() == str(elsewhere)
