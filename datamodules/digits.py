@@ -65,6 +65,22 @@ class DigitsDataModule(CalibrationDataModule):
         image_size: side of the upsampled square image (16 keeps a CPU epoch under half a
             second; the CIFAR networks take any size divisible by 4).
         shift: random translation (pixels) applied to training images; 0 disables it.
+        train_per_class: keep only this many training images of each class (a stratified,
+            seeded subset of the training split, drawn with ``split_seed``; the val and test
+            splits are unchanged); ``None`` (default) keeps the whole training split. Small
+            values give the over-fitting regime of ``configs/digits_overfit``.
+        occlusion: side (pixels of the upsampled image) of a square patch set to the
+            background (0, before normalization) in every image, at a position drawn once per
+            image; 0 (default) disables it.
+        noise_std: standard deviation of Gaussian noise added once to every image (pixel
+            values in ``[0, 1]``, clamped back to that range, before normalization); 0
+            (default) disables it.
+
+    The occlusion and the noise are part of the images, not augmentation: drawn once per image
+    of ``load_digits`` from a generator seeded with ``split_seed``, before the split, so an
+    image is corrupted the same way in every split, epoch, call and process, and train, val and
+    test stay samples of one distribution. The normalization statistics are those of the clean
+    images.
     """
 
     num_classes: ClassVar[int] = 10
@@ -84,6 +100,9 @@ class DigitsDataModule(CalibrationDataModule):
         split_seed: int = 0,
         image_size: int = 16,
         shift: int = 2,
+        train_per_class: int | None = None,
+        occlusion: int = 0,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__(
             root=None,
@@ -100,9 +119,32 @@ class DigitsDataModule(CalibrationDataModule):
             )
         if image_size < 8:
             raise ValueError(f"`image_size` must be >= 8; got {image_size}.")
+        if train_per_class is not None and (
+            isinstance(train_per_class, bool)
+            or not isinstance(train_per_class, (int, np.integer))
+            or train_per_class < 1
+        ):
+            raise ValueError(
+                "`train_per_class` must be None (the whole training split) or an int >= 1; "
+                f"got {train_per_class!r}."
+            )
+        if (
+            isinstance(occlusion, bool)
+            or not isinstance(occlusion, (int, np.integer))
+            or not 0 <= occlusion <= image_size
+        ):
+            raise ValueError(
+                f"`occlusion` must be an int in [0, image_size={image_size}] (0 = off); "
+                f"got {occlusion!r}."
+            )
+        if not (noise_std >= 0 and np.isfinite(noise_std)):
+            raise ValueError(f"`noise_std` must be a finite float >= 0 (0 = off); got {noise_std}.")
         self.test_split = test_split
         self.image_size = image_size
         self.shift = shift
+        self.train_per_class = train_per_class
+        self.occlusion = occlusion
+        self.noise_std = noise_std
 
     def split_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stratified ``(train, val, test)`` index arrays into ``load_digits()``; seeded."""
@@ -115,17 +157,47 @@ class DigitsDataModule(CalibrationDataModule):
         train, val = train_test_split(
             rest, test_size=val_frac, stratify=labels[rest], random_state=self.split_seed
         )
+        train = self._subsample(train, labels[train]) if self.train_per_class else train
         return np.sort(train), np.sort(val), np.sort(test)
+
+    def _subsample(self, train: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """``train_per_class`` indices of each class of ``train``, drawn with ``split_seed``."""
+        n = self.train_per_class
+        counts = np.bincount(labels, minlength=self.num_classes)
+        if n > counts.min():
+            raise ValueError(
+                f"`train_per_class` must be <= {int(counts.min())} (the smallest class of the "
+                f"training split, split_seed={self.split_seed}); got {n}."
+            )
+        rng = np.random.default_rng(self.split_seed)
+        return np.concatenate(
+            [rng.choice(train[labels == c], size=n, replace=False) for c in range(len(counts))]
+        )
 
     def images(self) -> tuple[Tensor, Tensor]:
         """All images, normalized, ``(1797, 3, S, S)``, and their labels ``(1797,)``."""
         digits = load_digits()
         x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
         x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
-        x = x.clamp_(0.0, 1.0).repeat(1, 3, 1, 1)
+        x = self._corrupt(x.clamp_(0.0, 1.0)).repeat(1, 3, 1, 1)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std, torch.from_numpy(digits.target.astype(np.int64))
+
+    def _corrupt(self, x: Tensor) -> Tensor:
+        """``x`` ``(N, 1, S, S)`` in ``[0, 1]`` with the per-image occlusion and noise."""
+        if not (self.occlusion or self.noise_std):
+            return x
+        rng = np.random.default_rng([self.split_seed, 0x0CC1])
+        n, size = x.shape[0], x.shape[-1]
+        if self.occlusion:
+            corners = rng.integers(0, size - self.occlusion + 1, size=(n, 2))
+            for img, (top, left) in zip(x, corners.tolist()):
+                img[:, top : top + self.occlusion, left : left + self.occlusion] = 0.0
+        if self.noise_std:
+            noise = rng.standard_normal(x.shape, dtype=np.float32) * np.float32(self.noise_std)
+            x = (x + torch.from_numpy(noise)).clamp_(0.0, 1.0)
+        return x
 
     def build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:  # noqa: D102
         x, y = self.images()

@@ -448,6 +448,12 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCalibCLI |
         run: run the subcommand (``False`` only instantiates, for tests and notebooks; then
             ``args`` must not contain a subcommand).
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:  # a table across runs' reports (lightning_calib.report_table)
+        from lightning_calib.report_table import report_main
+
+        report_main(argv[1:], exit_on_error=args is None and not _show_tracebacks())
+        return None
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

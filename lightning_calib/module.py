@@ -129,7 +129,8 @@ class CalibrationModule(pl.LightningModule):
             ``"nll"`` (lowest validation NLL).
         temperature_pixel_fraction: dense tasks: the fraction of pixel positions the
             temperature search scores (a fixed, position-keyed subset: the same ``T`` on 1 or
-            N processes; see :mod:`lightning_calib.temperature`). ``1.0`` scores every pixel.
+            N processes; see :mod:`lightning_calib.temperature`). ``1.0`` scores every pixel;
+            ``None`` (default) about 1,024 positions per image, ``min(1, 1024 / (H W))``.
         log_logit_stats: log the per-batch logit geometry during training, on the steps the
             trainer writes logs (every ``log_every_n_steps``), so it costs nothing in between.
 
@@ -152,7 +153,7 @@ class CalibrationModule(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         temperature_grid: tuple[float, float, float] | None = (0.1, 10.0, 0.1),
         temperature_criterion: str = "ece",
-        temperature_pixel_fraction: float = 1 / 64,
+        temperature_pixel_fraction: float | None = None,
         log_logit_stats: bool = True,
     ) -> None:
         super().__init__()

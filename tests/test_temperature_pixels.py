@@ -7,6 +7,8 @@ temperature of the exact full-pixel search (or sits one grid step away; measured
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -24,6 +26,11 @@ def overconfident_dense(n=24, k=6, h=96, w=80, t_true=2.5, seed=0, void=255):
     y = torch.multinomial(p, 1, generator=g).view(n, h, w)
     y[:, :3, :] = void
     return z * t_true, y
+
+
+@functools.cache
+def full_search(criterion):
+    return best_temperature(*overconfident_dense(), 1.0, criterion)
 
 
 def best_temperature(logits, target, fraction, criterion, batch=4):
@@ -45,11 +52,12 @@ def test_position_sample_is_a_fixed_scattered_fraction():
     assert position_sample(1, 1, 1e-6, torch.device("cpu")).all()  # never empty
 
 
+@pytest.mark.parametrize("fraction", [1 / 64, None], ids=["1/64", "default"])
 @pytest.mark.parametrize("criterion", ["ece", "nll"])
-def test_subsampled_search_agrees_with_the_full_search(criterion):
+def test_subsampled_search_agrees_with_the_full_search(criterion, fraction):
     logits, target = overconfident_dense()
-    full = best_temperature(logits, target, 1.0, criterion)
-    sampled = best_temperature(logits, target, 1 / 64, criterion)
+    full = full_search(criterion)
+    sampled = best_temperature(logits, target, fraction, criterion)
     assert full == pytest.approx(2.5, abs=0.5)  # the input is what it claims to be
     assert abs(sampled - full) <= 0.1 + 1e-6, (sampled, full)
 
@@ -59,10 +67,12 @@ def test_subsampled_search_does_not_depend_on_batching():
     values = {best_temperature(logits, target, 1 / 64, "ece", batch=b) for b in (1, 5, 12)}
     assert len(values) == 1
     # two "processes" holding alternate images: their summed states give the same T
-    shards = [TemperatureGrid(criterion="ece", ignore_index=255) for _ in range(2)]
+    shards = [
+        TemperatureGrid(criterion="ece", ignore_index=255, pixel_fraction=1 / 64) for _ in range(2)
+    ]
     for i in range(len(logits)):
         shards[i % 2].update(logits[i : i + 1], target[i : i + 1])
-    merged = TemperatureGrid(criterion="ece", ignore_index=255)
+    merged = TemperatureGrid(criterion="ece", ignore_index=255, pixel_fraction=1 / 64)
     for name in ("count", "conf_sum", "correct_sum", "nll_sum"):
         setattr(merged, name, getattr(shards[0], name) + getattr(shards[1], name))
     assert float(merged.compute()) == values.pop()
@@ -76,6 +86,17 @@ def test_classification_rows_are_never_subsampled():
     a.update(z, y)
     b.update(z, y)
     assert torch.equal(a.nll_sum, b.nll_sum) and int(a.count[0].sum()) == 300
+
+
+def test_default_keeps_about_1024_positions_per_image():
+    grid = TemperatureGrid()
+    assert grid.fraction_for((480, 480)) == pytest.approx(1024 / 480**2)
+    assert grid.fraction_for((16, 16)) == 1.0  # small images: every pixel
+    kept = position_sample(480, 480, grid.fraction_for((480, 480)), torch.device("cpu"))
+    assert int(kept.sum()) == pytest.approx(1024, rel=0.1)
+    assert TemperatureGrid(pixel_fraction=0.5).fraction_for((480, 480)) == 0.5
+    with pytest.raises(ValueError, match="positions_per_image"):
+        TemperatureGrid(positions_per_image=0)
 
 
 def test_bad_pixel_fraction_is_refused():

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_calib.metrics import functional as F
 from lightning_calib.metrics.functional import _arg_validation
 
 
@@ -46,6 +47,32 @@ class _ExactMetric(Metric):
         self.ignore_index = ignore_index
         self.from_logits = from_logits
         self.validate_args = validate_args
+
+    def row_pass_needs(self) -> dict[str, Any] | None:
+        """What ``update`` reads from a :class:`~.functional.RowPass` (``None``: no pass).
+
+        A :class:`~lightning_calib.metrics.presets.MetricSet` builds one pass per batch with
+        the union of its members' needs (keys of :func:`~.functional.row_pass`).
+        """
+        return None
+
+    def _rows(
+        self, preds: Tensor, target: Tensor, rows: F.RowPass | None, **needs: Any
+    ) -> F.RowPass:
+        """The :class:`~.functional.RowPass` of the batch: the one given, or a new one.
+
+        A metric set passes the one it built for every member; it is used when it was built
+        for this metric's ``ignore_index`` and ``from_logits`` and holds ``needs``
+        (``nll``, ``labels``, ``classwise_bins``). Otherwise (alone, or a pass that does not
+        fit) the batch is validated (under ``validate_args``) and passed over here, with the
+        same function: both paths give the same numbers.
+        """
+        if rows is not None and rows.satisfies(self.ignore_index, self.from_logits, **needs):
+            return rows
+        if self.validate_args:
+            num_classes = getattr(self, "num_classes", None)
+            F._tensor_validation(preds, target, self.ignore_index, self.from_logits, num_classes)
+        return F.row_pass(preds, target, self.ignore_index, from_logits=self.from_logits, **needs)
 
     def _add_sum_state(self, name: str, shape: Sequence[int], dtype: torch.dtype) -> None:
         self.add_state(name, torch.zeros(tuple(shape), dtype=dtype), dist_reduce_fx="sum")

@@ -117,11 +117,16 @@ class AdaptiveECE(_ExactMetric):
             self._add_sum_state("fine_count", (size, 2), torch.long)
             self._add_sum_state("fine_conf_sum", (size, 2), _F64)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Keep the rows (exact) or add them to the sub-bin sums (streaming)."""
-        if self.validate_args:
-            F._tensor_validation(preds, target, self.ignore_index, self.from_logits)
-        conf, correct, keep = F._top_label(preds, target, self.ignore_index, self.from_logits)
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Keep the rows (exact) or add them to the sub-bin sums (streaming).
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        passed = self._rows(preds, target, rows)
+        conf, correct, keep = passed.conf, passed.correct, passed.keep
         if self.mode == "exact":
             if keep is not None:
                 conf, correct = conf[keep], correct[keep]

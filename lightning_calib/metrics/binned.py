@@ -42,16 +42,16 @@ class _BinnedTopLabel(_ExactMetric):
         self._add_sum_state("conf_sum", (n_bins,), _F64)
         self._add_sum_state("correct_sum", (n_bins,), torch.long)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the rows of one batch to the per-bin sums."""
-        count, conf_sum, correct_sum = F.binned_calibration_stats(
-            preds,
-            target,
-            self.n_bins,
-            self.ignore_index,
-            from_logits=self.from_logits,
-            validate_args=self.validate_args,
-        )
+    def row_pass_needs(self) -> dict[str, Any] | None:
+        return {}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add the rows of one batch to the per-bin sums.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        stats = F.binned_stats_from_pass(self._rows(preds, target, rows), self.n_bins)
+        count, conf_sum, correct_sum = stats
         self._add_to(count=count, conf_sum=conf_sum, correct_sum=correct_sum)
 
     def reliability(self) -> dict[str, Tensor]:

@@ -81,17 +81,17 @@ class ClasswiseECE(_ExactMetric):
         self._add_sum_state("conf_sum", (num_classes, n_bins), _F64)
         self._add_sum_state("correct_sum", (num_classes, n_bins), torch.long)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add every class probability of the batch's valid rows to the per-class bins."""
-        count, conf_sum, correct_sum = F.classwise_calibration_stats(
-            preds,
-            target,
-            self.num_classes,
-            self.n_bins,
-            self.ignore_index,
-            from_logits=self.from_logits,
-            validate_args=self.validate_args,
-        )
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {"classwise_bins": (self.n_bins,)}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add every class probability of the batch's valid rows to the per-class bins.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        bins = (self.n_bins,)
+        passed = self._rows(preds, target, rows, classwise_bins=bins)
+        count, conf_sum, correct_sum = passed.classwise[self.n_bins]
         self._add_to(count=count, conf_sum=conf_sum, correct_sum=correct_sum)
 
     def compute(self) -> Tensor:

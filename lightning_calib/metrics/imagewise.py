@@ -67,16 +67,21 @@ class ImagewiseECE(_ExactMetric):
         self._add_sum_state("ece_sum", (), _F64)
         self._add_sum_state("n_images", (), torch.long)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the ECE of each image of the batch that has a valid pixel."""
-        ece_sum, n_images = F.imagewise_calibration_stats(
-            preds,
-            target,
-            self.n_bins,
-            self.ignore_index,
-            from_logits=self.from_logits,
-            validate_args=self.validate_args,
-        )
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add the ECE of each image of the batch that has a valid pixel.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        if preds.ndim < 3:
+            raise ValueError(
+                "image-wise ECE needs dense predictions (N, C, *spatial); got shape "
+                f"{tuple(preds.shape)}."
+            )
+        passed = self._rows(preds, target, rows)
+        ece_sum, n_images = F.imagewise_stats_from_pass(passed, self.n_bins)
         self._add_to(ece_sum=ece_sum, n_images=n_images)
 
     def compute(self) -> Tensor:
@@ -138,18 +143,19 @@ class BatchAveragedECE(_ExactMetric):
         self._add_sum_state("weighted_sum", (), _F64)
         self._add_sum_state("n_rows", (), torch.long)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add this batch's pixel ECE, weighted by its kept pixels."""
-        weighted, rows = F.batch_averaged_ece_stats(
-            preds,
-            target,
-            self.n_bins,
-            self.ignore_index,
-            self.exclude_classes,
-            from_logits=self.from_logits,
-            validate_args=self.validate_args,
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add this batch's pixel ECE, weighted by its kept pixels.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        passed = self._rows(preds, target, rows)
+        weighted, n_rows = F.batch_averaged_stats_from_pass(
+            passed, self.n_bins, self.exclude_classes
         )
-        self._add_to(weighted_sum=weighted, n_rows=rows)
+        self._add_to(weighted_sum=weighted, n_rows=n_rows)
 
     def compute(self) -> Tensor:
         """Pixel-count-weighted mean of the batch ECEs (float64; NaN with no pixel)."""

@@ -28,7 +28,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from lightning_calib.metrics.functional import _tensor_validation
+from lightning_calib.metrics.functional import RowPass, _tensor_validation, row_pass
 
 __all__ = [
     "PRESETS",
@@ -95,12 +95,39 @@ class MetricSet(MetricCollection):
         check_ignore_index(metrics, ignore_index)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Validate the batch once (when ``validate_args``), then update every group."""
+        """Validate the batch once (when ``validate_args``), pass over it once, update all.
+
+        The members that read a :class:`~lightning_calib.metrics.functional.RowPass`
+        (``row_pass_needs()`` not ``None``) get one built here with the union of their needs:
+        one float64 softmax pass per batch for the whole set instead of one per member.
+        """
         if self.validate_args:
             _tensor_validation(
                 preds, target, self.ignore_index, from_logits=True, num_classes=self.num_classes
             )
-        super().update(preds, target)
+        needs = self._row_pass_needs()
+        if needs is None:
+            super().update(preds, target)
+            return
+        rows = row_pass(preds, target, self.ignore_index, from_logits=True, **needs)
+        super().update(preds, target, rows=rows)
+
+    def _row_pass_needs(self) -> dict[str, Any] | None:
+        """The union of the members' needs, or ``None`` when no member reads a pass."""
+        readers = [
+            need
+            for metric in self.values(copy_state=False)
+            if getattr(metric, "from_logits", True) is True
+            and (need := getattr(metric, "row_pass_needs", lambda: None)()) is not None
+        ]
+        if not readers:
+            return None
+        bins = dict.fromkeys(b for need in readers for b in need.get("classwise_bins", ()))
+        return {
+            "nll": any(need.get("nll", False) for need in readers),
+            "labels": any(need.get("labels", False) for need in readers),
+            "classwise_bins": tuple(bins),
+        }
 
 
 def check_ignore_index(metrics: Mapping[str, Metric], ignore_index: int | None) -> None:
@@ -149,10 +176,21 @@ class ArgmaxJaccardIndex(MulticlassJaccardIndex):
     the reduction and every other behaviour are torchmetrics'.
     """
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch; dense float scores become labels first (:func:`class_argmax`)."""
+    def row_pass_needs(self) -> dict[str, Any] | None:
+        """The arg-max labels of a :class:`~lightning_calib.metrics.functional.RowPass`."""
+        return {"labels": True}
+
+    def update(self, preds: Tensor, target: Tensor, rows: RowPass | None = None) -> None:
+        """Add a batch; dense float scores become labels first.
+
+        The labels come from the metric set's ``rows`` when given (the pass takes them with
+        its row maxima), else from :func:`class_argmax`.
+        """
         if preds.is_floating_point() and preds.ndim > 2:
-            preds = class_argmax(preds)
+            if rows is not None and rows.labels is not None:
+                preds = rows.labels.view(target.shape)
+            else:
+                preds = class_argmax(preds)
         super().update(preds, target)
 
 

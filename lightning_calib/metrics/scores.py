@@ -75,17 +75,15 @@ class NLL(_SumMetric):
     ) -> None:
         super().__init__(ignore_index, from_logits, validate_args, **kwargs)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the batch's per-row NLLs."""
-        self._accumulate(
-            *F.nll_stats(
-                preds,
-                target,
-                self.ignore_index,
-                from_logits=self.from_logits,
-                validate_args=self.validate_args,
-            )
-        )
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {"nll": True}
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add the batch's per-row NLLs.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it.
+        """
+        self._accumulate(*F.nll_stats_from_pass(self._rows(preds, target, rows, nll=True)))
 
 
 class BrierScore(_SumMetric):
@@ -182,8 +180,18 @@ class TopKAccuracy(_SumMetric):
         F._check_int("k", k, 1)
         self.k = k
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the batch's top-``k`` hits."""
+    def row_pass_needs(self) -> dict[str, Any] | None:  # noqa: D102
+        return {} if self.k == 1 else None
+
+    def update(self, preds: Tensor, target: Tensor, rows: F.RowPass | None = None) -> None:
+        """Add the batch's top-``k`` hits.
+
+        ``rows``: the batch's :class:`~.functional.RowPass` when a metric set built it; top-1
+        reads its correctness (the same tie rule), top-``k`` ranks the scores itself.
+        """
+        if self.k == 1 and rows is not None and rows.satisfies(self.ignore_index, self.from_logits):
+            self._accumulate(*F.accuracy_stats_from_pass(rows))
+            return
         self._accumulate(
             *F.topk_accuracy_stats(
                 preds,

@@ -16,11 +16,12 @@ Conventions shared by every function here (see ``docs/REFERENCE.md``, "Calibrati
   probabilities in ``[0, 1]``. Shapes ``(N, C)`` with ``target`` ``(N,)``, or dense
   ``(N, C, *spatial)`` with ``target`` ``(N, *spatial)``; every valid pixel is one row.
   Validation and ``ignore_index`` masking come from :mod:`lightning_calib.rows`.
-* Confidence is the top softmax probability, computed fused from the logits in float64:
-  :math:`\hat p_i = \exp(\max_k z_{ik}) / \sum_k \exp(z_{ik})` (or
-  :math:`1 / \sum_k \exp(z_{ik} - \max_k z_{ik})` when a top logit lies outside
-  ``[-600, 700]``). It equals the float64 softmax maximum to a few ulps, and needs no
-  ``softmax`` + ``max``-with-indices pass.
+* Confidence is the top softmax probability, computed from the logits in float64 in one pass
+  shared by every metric (:func:`row_pass`):
+  :math:`\hat p_i = 1 / \sum_k \exp(z_{ik} - \max_k z_{ik})`. It equals the float64 softmax
+  maximum to a few ulps. (The temperature grid of post-hoc scaling uses the unshifted
+  :math:`\exp(\max_k z_{ik} / T) / \sum_k \exp(z_{ik} / T)` when the top logit lies in
+  ``[-600, 700]``, one subtraction pass fewer per temperature; the two agree to a few ulps.)
 * **Ties**: row *i* is correct when :math:`z_{i,y_i} = \max_k z_{ik}`, i.e. a target tied with
   the maximum counts as correct (``argmax`` would only credit the first tied class). Ties have
   probability zero for real-valued logits; they occur with saturated low-precision logits.
@@ -46,23 +47,23 @@ Layout (everything is importable from this package, as before the split):
 * :mod:`.classwise`: class-wise ECE;
 * :mod:`.imagewise`: image-wise ECE and the MbLS per-batch ECE;
 * :mod:`.scores`: NLL, Brier score, top-*k* accuracy;
-* :mod:`._engine` (private): the chunked per-row engine shared by the families, and
-  :func:`confidence_and_correct`;
+* :mod:`._engine` (private): the chunked per-row engine shared by the families:
+  :func:`row_pass` and its :class:`RowPass`, which a metric set computes once per batch and
+  hands to every member (``*_from_pass`` functions read it), and :func:`confidence_and_correct`;
 * :mod:`._validation` (private): argument and input checks.
 """
 
 from __future__ import annotations
 
 from lightning_calib.metrics.functional._engine import _F64 as _F64
+from lightning_calib.metrics.functional._engine import RowPass, confidence_and_correct, row_pass
 from lightning_calib.metrics.functional._engine import _as_3d as _as_3d
 from lightning_calib.metrics.functional._engine import _bincount as _bincount
 from lightning_calib.metrics.functional._engine import _chunk_elements as _chunk_elements
 from lightning_calib.metrics.functional._engine import _chunks as _chunks
 from lightning_calib.metrics.functional._engine import _shifted_logits as _shifted_logits
 from lightning_calib.metrics.functional._engine import _top_confidence as _top_confidence
-from lightning_calib.metrics.functional._engine import _top_label as _top_label
 from lightning_calib.metrics.functional._engine import _top_prepare as _top_prepare
-from lightning_calib.metrics.functional._engine import confidence_and_correct
 from lightning_calib.metrics.functional._validation import _arg_validation as _arg_validation
 from lightning_calib.metrics.functional._validation import _check_bool as _check_bool
 from lightning_calib.metrics.functional._validation import (
@@ -96,6 +97,7 @@ from lightning_calib.metrics.functional.binned import _binned_top_label as _binn
 from lightning_calib.metrics.functional.binned import (
     bin_index,
     binned_calibration_stats,
+    binned_stats_from_pass,
     ece_for_temperatures,
     ece_from_stats,
     expected_calibration_error,
@@ -110,27 +112,35 @@ from lightning_calib.metrics.functional.classwise import (
 )
 from lightning_calib.metrics.functional.imagewise import (
     batch_averaged_ece_stats,
+    batch_averaged_stats_from_pass,
     imagewise_calibration_error,
     imagewise_calibration_stats,
+    imagewise_stats_from_pass,
 )
 from lightning_calib.metrics.functional.scores import _row_reduce as _row_reduce
 from lightning_calib.metrics.functional.scores import (
+    accuracy_stats_from_pass,
     brier_score,
     brier_score_stats,
     negative_log_likelihood,
     nll_stats,
+    nll_stats_from_pass,
     topk_accuracy,
     topk_accuracy_stats,
 )
 
 __all__ = [
     "STREAMING_OCTAVES",
+    "RowPass",
+    "accuracy_stats_from_pass",
     "adaptive_bin_edges",
     "adaptive_bin_stats",
     "adaptive_calibration_error",
     "batch_averaged_ece_stats",
+    "batch_averaged_stats_from_pass",
     "bin_index",
     "binned_calibration_stats",
+    "binned_stats_from_pass",
     "brier_score",
     "brier_score_stats",
     "classwise_calibration_error",
@@ -144,11 +154,14 @@ __all__ = [
     "fine_bin_index",
     "imagewise_calibration_error",
     "imagewise_calibration_stats",
+    "imagewise_stats_from_pass",
     "maximum_calibration_error",
     "mce_from_stats",
     "negative_log_likelihood",
     "nll_stats",
+    "nll_stats_from_pass",
     "reliability_from_stats",
+    "row_pass",
     "streaming_adaptive_ece",
     "streaming_fine_stats",
     "streaming_size",

@@ -2,8 +2,9 @@
 
 Chunked float64 passes over ``(N, C, *spatial)`` inputs viewed as ``(N, C, P)``
 (:func:`_as_3d`, :func:`_chunks`, :func:`_shifted_logits`), the top-label confidence and
-correctness of every row (:func:`_top_prepare`, :func:`_top_confidence`, :func:`_top_label`,
-and the public :func:`confidence_and_correct`), and :func:`_bincount`, the bincount with a
+correctness of every row under a grid of temperatures (:func:`_top_prepare`,
+:func:`_top_confidence`), :func:`row_pass` (one pass giving every per-row quantity a metric set
+reads) and the public :func:`confidence_and_correct`, and :func:`_bincount`, the bincount with a
 dropped extra bin for ignored rows. The conventions are those of
 :mod:`lightning_calib.metrics.functional`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,7 +25,7 @@ from lightning_calib.metrics.functional._validation import (
 )
 from lightning_calib.rows import safe_target, valid_mask
 
-__all__ = ["confidence_and_correct"]
+__all__ = ["RowPass", "confidence_and_correct", "row_pass"]
 
 _F64 = torch.float64
 
@@ -114,21 +116,6 @@ def _top_confidence(z3: Tensor, zmax: Tensor, from_logits: bool, temperature: fl
     return sums.reciprocal_().reshape(-1)
 
 
-def _top_label(
-    preds: Tensor,
-    target: Tensor,
-    ignore_index: int | None,
-    from_logits: bool,
-    temperature: float = 1.0,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Per-row top-label confidence (float64), correctness (bool) and keep mask (or None).
-
-    Rows come in ``(N, *spatial)`` order, ignored rows included (their values are garbage).
-    """
-    z3, zmax, correct, keep = _top_prepare(preds, target, ignore_index)
-    return _top_confidence(z3, zmax, from_logits, temperature), correct, keep
-
-
 def confidence_and_correct(
     preds: Tensor,
     target: Tensor,
@@ -165,15 +152,308 @@ def confidence_and_correct(
         _arg_validation(None, ignore_index, from_logits)
         _tensor_validation(preds, target, ignore_index, from_logits)
         _check_temperature_use(temperature, from_logits)
-    conf, correct, keep = _top_label(preds, target, ignore_index, from_logits, temperature)
-    if keep is None:
-        return conf, correct
-    return conf[keep], correct[keep]
+    rows = row_pass(preds, target, ignore_index, from_logits=from_logits, temperature=temperature)
+    if rows.keep is None:
+        return rows.conf, rows.correct
+    return rows.conf[rows.keep], rows.correct[rows.keep]
 
 
 def _bincount(idx: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
-    """``bincount`` of ``idx`` in ``[0, size]``, the extra last bin (ignored rows) dropped."""
-    out = torch.bincount(idx, weights=weights, minlength=size + 1)[:size]
-    if weights is not None and out.dtype != weights.dtype:  # empty input: int64 zeros
-        out = out.to(weights.dtype)
-    return out
+    """``bincount`` of ``idx`` in ``[0, size]``, the extra last bin (ignored rows) dropped.
+
+    A ``scatter_add_`` into ``size + 1`` zeros rather than ``torch.bincount``: the same sums
+    in the same (index) order, but measured 10-16x faster on CPU for 1M rows (bincount scans
+    the input for its minimum and maximum first and does not vectorize the weighted case).
+    Counts are int64, sums take the dtype of ``weights``.
+    """
+    dtype = torch.long if weights is None else weights.dtype
+    out = torch.zeros(size + 1, dtype=dtype, device=idx.device)
+    src = torch.ones_like(idx) if weights is None else weights
+    return out.scatter_add_(0, idx.reshape(-1), src.reshape(-1))[:size]
+
+
+# --- the shared pass ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class RowPass:
+    """Everything the top-label and class-wise metrics read from one batch, from one pass.
+
+    Built by :func:`row_pass`. Rows come in ``(N, *spatial)`` order, ignored rows included
+    (their values are unspecified; ``keep`` marks the valid ones, ``None``: all valid).
+    A :class:`~lightning_calib.metrics.presets.MetricSet` builds one per batch with the union
+    of what its members need, and hands it to each member's ``update``; a metric alone builds
+    its own, with the same function, so both paths give the same numbers.
+
+    Attributes:
+        n: images (or rows of a classification batch).
+        p: positions per image (1 for classification).
+        target: ``(N * P,)`` class indices with ignored rows replaced by 0.
+        keep: ``(N * P,)`` valid rows, or ``None``.
+        conf: ``(N * P,)`` float64 top-label probability.
+        correct: ``(N * P,)`` bool, the target ties the maximum.
+        nll: ``(N * P,)`` float64 ``-log p_y``, when asked for.
+        labels: ``(N * P,)`` int64 arg-max (first maximum), when asked for.
+        classwise: ``{n_bins: (count, conf_sum, correct_sum)}``, each ``(C, n_bins)``, the
+            class-wise bins of every class probability of the valid rows, when asked for.
+    """
+
+    n: int
+    p: int
+    from_logits: bool
+    ignore_index: int | None
+    temperature: float
+    target: Tensor
+    keep: Tensor | None
+    conf: Tensor
+    correct: Tensor
+    nll: Tensor | None = None
+    labels: Tensor | None = None
+    classwise: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    _bins: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    def satisfies(
+        self,
+        ignore_index: int | None,
+        from_logits: bool,
+        nll: bool = False,
+        labels: bool = False,
+        classwise_bins: tuple[int, ...] = (),
+    ) -> bool:
+        """Whether this pass was built for these arguments and holds what is asked for."""
+        return (
+            self.ignore_index == ignore_index
+            and self.from_logits == from_logits
+            and self.temperature == 1.0
+            and (self.nll is not None or not nll)
+            and (self.labels is not None or not labels)
+            and all(b in self.classwise for b in classwise_bins)
+        )
+
+    def top_bins(self, n_bins: int) -> Tensor:
+        """Equal-width bin of every row's confidence (:func:`~.binned.bin_index`), cached."""
+        if n_bins not in self._bins:
+            from lightning_calib.metrics.functional.binned import bin_index
+
+            self._bins[n_bins] = bin_index(self.conf, n_bins)
+        return self._bins[n_bins]
+
+
+def row_pass(
+    preds: Tensor,
+    target: Tensor,
+    ignore_index: int | None,
+    *,
+    from_logits: bool = True,
+    nll: bool = False,
+    labels: bool = False,
+    classwise_bins: tuple[int, ...] = (),
+    temperature: float = 1.0,
+) -> RowPass:
+    r"""One chunked float64 pass over a batch: per-row confidence, correctness, NLL, labels.
+
+    Each chunk of at most :func:`_chunk_elements` scores is copied once into a reused float64
+    buffer (exact for float32 / float16 / bfloat16 inputs), shifted by its row maxima,
+    exponentiated and summed over the classes; every per-row quantity, and with
+    ``classwise_bins`` the class-wise bin sums, is read from that buffer while it is in cache.
+    Inputs are not checked here (see :func:`._validation._tensor_validation`).
+
+    From logits, :math:`\hat p_i = 1 / \sum_k e^{z_{ik} - \max_k z_{ik}}` and
+    :math:`-\log p_{iy} = \log \sum_k e^{z_{ik} - \max z_i} - (z_{iy} - \max z_i)`.
+
+    **Class-wise bins without binning every probability.** A row's probabilities sum to 1, so
+    at most ``B - 1`` of them exceed ``1/B``; the rest all fall in the first bin. Only the
+    probabilities above ``(1 - 1e-12)/B`` are selected and binned by
+    :func:`~.binned.bin_index`; the first bin's count and sum are the class totals (one
+    reduction) minus the selected ones. On 21-class VOC-like logits ~10% of the
+    probabilities are selected: the class-wise ECE costs about a quarter of binning them all.
+
+    Args:
+        preds: logits (or probabilities with ``from_logits=False``) ``(N, C, *spatial)`` or
+            ``(N, C)``.
+        target: class indices ``(N, *spatial)`` or ``(N,)``.
+        ignore_index: target value of the rows to drop.
+        from_logits: whether ``preds`` are logits.
+        nll: also compute the per-row NLL.
+        labels: also compute the per-row arg-max.
+        classwise_bins: numbers of equal-width bins for the class-wise statistics.
+        temperature: divide the logits by this ``T > 0`` first (logits only).
+    """
+    z3, t2 = _as_3d(preds, target)
+    n, c, p = z3.shape
+    device = z3.device
+    flat_t = t2.reshape(-1)
+    keep = valid_mask(flat_t, ignore_index)
+    safe = safe_target(t2, keep)  # (n, p)
+    conf = torch.empty((n, p), dtype=_F64, device=device)
+    correct = torch.empty((n, p), dtype=torch.bool, device=device)
+    nll_out = torch.empty((n, p), dtype=_F64, device=device) if nll else None
+    label_out = torch.empty((n, p), dtype=torch.long, device=device) if labels else None
+    bins = tuple(dict.fromkeys(int(b) for b in classwise_bins))
+    cw = {b: _ClasswiseBins(c, b, device) for b in bins}
+    # one selection serves every bin count: the probabilities above the lowest threshold
+    threshold = min((acc.threshold for acc in cw.values()), default=0.0)
+    sparse_labels = labels and bool(cw) and from_logits
+    p_y_out = torch.empty((n, p), dtype=_F64, device=device) if cw else None
+    keep2 = None if keep is None else keep.view(n, p)
+    budget = _chunk_elements(device)
+    buf = torch.empty(min(budget, max(1, z3.numel())), dtype=_F64, device=device)
+    eq_buf = torch.empty_like(buf) if labels and not sparse_labels else buf
+    for rs, ps in _chunks(n, c, p, budget) if n * p else ():
+        zc = z3[rs, :, ps]
+        tc = safe[rs, ps].unsqueeze(1)  # (k, 1, s)
+        d = buf[: zc.numel()].view(zc.shape).copy_(zc)
+        top = d.amax(1, keepdim=True)
+        if labels and not sparse_labels:
+            _labels(d, top, zc, eq_buf, label_out[rs, ps])
+        if from_logits:
+            d.sub_(top)
+            d_y = d.gather(1, tc).squeeze(1)  # z_y - max z: exact for float32 inputs
+            torch.eq(d_y, 0.0, out=correct[rs, ps])
+            if temperature != 1.0:
+                d.div_(temperature)
+                d_y.div_(temperature)
+            s = d.exp_().sum(1)
+            torch.reciprocal(s, out=conf[rs, ps])
+            if nll:
+                torch.sub(s.log(), d_y, out=nll_out[rs, ps])
+            if cw:
+                torch.mul(d_y.exp_(), conf[rs, ps], out=p_y_out[rs, ps])
+                w = conf[rs, ps] if keep2 is None else conf[rs, ps] * keep2[rs, ps]
+                d.mul_(w.unsqueeze(1))  # the probabilities, zero on the dropped rows
+        else:
+            torch.amax(d, 1, out=conf[rs, ps])
+            p_y = d.gather(1, tc).squeeze(1)
+            torch.eq(p_y, conf[rs, ps], out=correct[rs, ps])
+            if cw:
+                p_y_out[rs, ps] = p_y
+                if keep2 is not None:
+                    d.mul_(keep2[rs, ps].unsqueeze(1))
+            if nll:
+                torch.neg(p_y.log_(), out=nll_out[rs, ps])
+        if cw:
+            _, _, sc = d.shape
+            sel = (d >= threshold).view(-1).nonzero().squeeze(1)
+            values = d.view(-1)[sel]
+            row = torch.div(sel, sc, rounding_mode="floor")  # (image, class) row of the chunk
+            cls = row.remainder(c)
+            total = d.sum((0, 2))
+            for acc in cw.values():
+                acc.add(values, cls, total)
+            if sparse_labels:
+                kc = None if keep2 is None else keep2[rs, ps]
+                pixel = sel.sub_(row.sub_(cls).div_(c, rounding_mode="floor").mul_((c - 1) * sc))
+                pixel.sub_(cls * sc)  # flat index of the entry's pixel in the chunk's (k, s)
+                _labels_from_selection(values, cls, pixel, conf[rs, ps], kc, zc, label_out[rs, ps])
+    n_valid = n * p if keep is None else int(keep.sum())
+    return RowPass(
+        n=n,
+        p=p,
+        from_logits=from_logits,
+        ignore_index=ignore_index,
+        temperature=float(temperature),
+        target=safe.reshape(-1),
+        keep=keep,
+        conf=conf.reshape(-1),
+        correct=correct.reshape(-1),
+        nll=None if nll_out is None else nll_out.reshape(-1),
+        labels=None if label_out is None else label_out.reshape(-1),
+        classwise={
+            b: acc.result(n_valid, p_y_out.view(-1), safe.view(-1), keep) for b, acc in cw.items()
+        },
+    )
+
+
+def _labels_from_selection(
+    values: Tensor,
+    cls: Tensor,
+    pixel: Tensor,
+    conf: Tensor,
+    keep: Tensor | None,
+    zc: Tensor,
+    out: Tensor,
+) -> None:
+    """Arg-max labels of a chunk from its selected probabilities (the class-wise selection).
+
+    The top probability of a row is ``1.0 * conf`` exactly, so the selected entries equal to
+    their row's ``conf`` are its maxima. A valid row whose maximum was not selected (``conf``
+    below the threshold: only with more than ``B`` classes) or that has several (a tie, or
+    an ``exp`` that rounded to 1) is ranked again from the scores ``zc``. Labels of dropped
+    rows are left unspecified. This makes the labels nearly free when the class-wise bins
+    are computed anyway.
+    """
+    c = zc.shape[1]
+    flat = out.view(-1)
+    flat.fill_(c)  # "no maximum selected"
+    is_top = values == conf.reshape(-1)[pixel]
+    flat.scatter_reduce_(0, pixel, torch.where(is_top, cls, c), "amin")
+    tops = torch.zeros_like(flat).scatter_add_(0, pixel, is_top.long())
+    again = tops != 1
+    if keep is not None:
+        again &= keep.reshape(-1)
+        flat.masked_fill_(~keep.reshape(-1), 0)
+    hard = again.view(out.shape).nonzero(as_tuple=True)
+    if hard[0].numel():
+        out[hard] = zc.permute(0, 2, 1)[hard].argmax(1)
+
+
+def _labels(d: Tensor, top: Tensor, zc: Tensor, eq_buf: Tensor, out: Tensor) -> None:
+    """Arg-max (the first maximum) of a ``(k, C, s)`` chunk ``d`` (row maxima ``top``).
+
+    The indicator of the maxima times ``[0, 1, ..., C - 1]`` and ``[1, ..., 1]``, one small
+    matrix product over the class dim, gives the maximum's index and the number of maxima of
+    every row (exact integers in float64); rows with tied maxima, rare, are ranked again from
+    the scores ``zc``. Measured on CPU: ~4x cheaper than ``max`` with indices (a strided
+    reduction with an index over the class dim), which costs as much as the exponentials.
+    """
+    c = d.shape[1]
+    eq = eq_buf[: d.numel()].view(d.shape)
+    torch.eq(d, top, out=eq)
+    weights = torch.ones(2, c, dtype=d.dtype, device=d.device)
+    torch.arange(c, out=weights[0])
+    index, count = torch.matmul(weights, eq).unbind(1)  # (k, s) each
+    out.copy_(index)
+    ties = (count > 1).nonzero(as_tuple=True)
+    if ties[0].numel():
+        out[ties] = zc.permute(0, 2, 1)[ties].argmax(1)
+
+
+class _ClasswiseBins:
+    """Accumulates the class-wise bins of :func:`row_pass` chunk by chunk."""
+
+    def __init__(self, c: int, n_bins: int, device: torch.device) -> None:
+        self.c, self.n_bins = c, n_bins
+        self.count = torch.zeros(c * n_bins, dtype=torch.long, device=device)
+        self.conf_sum = torch.zeros(c * n_bins, dtype=_F64, device=device)
+        self.total = torch.zeros(c, dtype=_F64, device=device)
+        # below this no probability leaves the first bin, whatever the rounding of p * B
+        self.threshold = (1.0 - 1e-12) / n_bins
+
+    def add(self, values: Tensor, cls: Tensor, total: Tensor) -> None:
+        """Add a chunk: its selected probabilities, their classes, its per-class sums."""
+        from lightning_calib.metrics.functional.binned import bin_index
+
+        self.total += total
+        key = cls.mul(self.n_bins).add_(bin_index(values, self.n_bins))
+        self.count.scatter_add_(0, key, torch.ones_like(key))
+        self.conf_sum.scatter_add_(0, key, values)
+
+    def result(
+        self, n_valid: int, p_y: Tensor, target: Tensor, keep: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(count, conf_sum, correct_sum)``, each ``(C, n_bins)``, first bins completed.
+
+        ``correct_sum``: every valid row counts once, in its target class, in the bin of its
+        target's probability ``p_y``.
+        """
+        from lightning_calib.metrics.functional.binned import bin_index
+
+        count = self.count.view(self.c, self.n_bins)
+        conf_sum = self.conf_sum.view(self.c, self.n_bins)
+        count[:, 0] += n_valid - count.sum(1)
+        conf_sum[:, 0] += self.total - conf_sum.sum(1)
+        key = bin_index(p_y, self.n_bins).add_(target * self.n_bins)
+        if keep is not None:
+            key.masked_fill_(~keep, self.c * self.n_bins)
+        hits = _bincount(key, self.c * self.n_bins)
+        return count, conf_sum, hits.view(self.c, self.n_bins)

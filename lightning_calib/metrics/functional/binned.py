@@ -14,9 +14,11 @@ from torch import Tensor
 
 from lightning_calib.metrics.functional._engine import (
     _F64,
+    RowPass,
     _bincount,
     _top_confidence,
     _top_prepare,
+    row_pass,
 )
 from lightning_calib.metrics.functional._validation import (
     _arg_validation,
@@ -28,6 +30,7 @@ from lightning_calib.metrics.functional._validation import (
 __all__ = [
     "bin_index",
     "binned_calibration_stats",
+    "binned_stats_from_pass",
     "ece_for_temperatures",
     "ece_from_stats",
     "expected_calibration_error",
@@ -53,14 +56,20 @@ def bin_index(conf: Tensor, n_bins: int) -> Tensor:
 
 
 def _binned_top_label(
-    conf: Tensor, correct: Tensor, keep: Tensor | None, n_bins: int
+    conf: Tensor, correct: Tensor, keep: Tensor | None, n_bins: int, bins: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    idx = bin_index(conf, n_bins).mul_(2).add_(correct)
+    idx = bin_index(conf, n_bins) if bins is None else bins.clone()
+    idx.mul_(2).add_(correct)
     if keep is not None:
         idx.masked_fill_(~keep, 2 * n_bins)  # ignored rows go to a dropped extra bin
     counts = _bincount(idx, 2 * n_bins).view(n_bins, 2)
     conf_sum = _bincount(idx, 2 * n_bins, conf).view(n_bins, 2).sum(1)
     return counts.sum(1), conf_sum, counts[:, 1].clone()
+
+
+def binned_stats_from_pass(rows: RowPass, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`binned_calibration_stats` of the batch a :class:`RowPass` was built from."""
+    return _binned_top_label(rows.conf, rows.correct, rows.keep, n_bins, rows.top_bins(n_bins))
 
 
 def binned_calibration_stats(
@@ -115,13 +124,14 @@ def binned_calibration_stats(
         _tensor_validation(preds, target, ignore_index, from_logits)
         if not from_logits and (grid or temps[0] != 1.0):
             raise ValueError("`temperature` scales logits; it needs from_logits=True.")
+    if not grid:
+        rows = row_pass(preds, target, ignore_index, from_logits=from_logits, temperature=temps[0])
+        return binned_stats_from_pass(rows, n_bins)
     z3, zmax, correct, keep = _top_prepare(preds, target, ignore_index)
     stats = []
     for t in temps:  # one float64 pass per temperature; max and correctness are shared
         conf = _top_confidence(z3, zmax, from_logits, t)
         stats.append(_binned_top_label(conf, correct, keep, n_bins))
-    if not grid:
-        return stats[0]
     count, conf_sum, correct_sum = (torch.stack(s) for s in zip(*stats))
     return count, conf_sum, correct_sum
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from lightning_calib.metrics.functional._engine import (
-    _F64,
-    _as_3d,
-    _bincount,
-    _chunk_elements,
-    _chunks,
-    _shifted_logits,
-)
+from lightning_calib.metrics.functional._engine import row_pass
 from lightning_calib.metrics.functional._validation import _arg_validation, _tensor_validation
-from lightning_calib.metrics.functional.binned import bin_index, ece_from_stats
-from lightning_calib.rows import valid_mask
+from lightning_calib.metrics.functional.binned import ece_from_stats
 
 __all__ = ["classwise_calibration_error", "classwise_calibration_stats", "classwise_ece_from_stats"]
 
@@ -33,38 +24,14 @@ def classwise_calibration_stats(
     """Per-(class, bin) ``(count, conf_sum, correct_sum)``, each ``(num_classes, n_bins)``.
 
     Every class probability :math:`p_{ic}` of every valid row is binned (equal width,
-    :func:`bin_index`); ``correct_sum`` counts the rows with ``target == c``.
+    :func:`~.binned.bin_index`); ``correct_sum`` counts the rows with ``target == c``.
+    Computed by :func:`~._engine.row_pass`, which bins only the probabilities above ``1/B``.
     """
     if validate_args:
         _arg_validation(n_bins, ignore_index, from_logits, num_classes)
         _tensor_validation(preds, target, ignore_index, from_logits, num_classes)
-    z3, t2 = _as_3d(preds, target)
-    n, c, p = z3.shape
-    keep = valid_mask(t2.reshape(-1), ignore_index)
-    keep2 = None if keep is None else keep.view(n, p)
-    size = c * n_bins * 2
-    device = preds.device
-    counts = torch.zeros(size, dtype=torch.long, device=device)
-    conf_sums = torch.zeros(size, dtype=_F64, device=device)
-    budget = _chunk_elements(device)
-    buf = torch.empty(min(budget, max(1, z3.numel())), dtype=_F64, device=device)
-    offset = (torch.arange(c, device=device) * (2 * n_bins)).view(1, c, 1)
-    classes = torch.arange(c, device=device).view(1, c, 1)
-    for rs, ps in _chunks(n, c, p, budget):
-        zc = z3[rs, :, ps]
-        if from_logits:
-            e = _shifted_logits(zc, zc.amax(1, keepdim=True).to(_F64), buf, 1.0).exp_()
-            probs = e.div_(e.sum(1, keepdim=True))
-        else:
-            probs = buf[: zc.numel()].view(zc.shape).copy_(zc)
-        hit = t2[rs, ps].unsqueeze(1) == classes
-        idx = bin_index(probs, n_bins).mul_(2).add_(hit).add_(offset)
-        if keep2 is not None:
-            idx.masked_fill_(~keep2[rs, ps].unsqueeze(1), size)
-        counts += _bincount(idx.reshape(-1), size)
-        conf_sums += _bincount(idx.reshape(-1), size, probs.reshape(-1))
-    counts = counts.view(c, n_bins, 2)
-    return counts.sum(2), conf_sums.view(c, n_bins, 2).sum(2), counts[..., 1].clone()
+    rows = row_pass(preds, target, ignore_index, from_logits=from_logits, classwise_bins=(n_bins,))
+    return rows.classwise[n_bins]
 
 
 def classwise_ece_from_stats(
@@ -92,6 +59,7 @@ def classwise_calibration_error(
     """Class-wise ECE of one batch; see :class:`~lightning_calib.metrics.ClasswiseECE`.
 
     Example:
+        >>> import torch
         >>> probs = torch.tensor([[0.25, 0.75], [0.75, 0.25]])
         >>> classwise_calibration_error(probs, torch.tensor([1, 1]), num_classes=2, n_bins=4,
         ...     from_logits=False).item()

@@ -7,15 +7,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_calib.metrics.functional._engine import _F64, _bincount, _top_label
+from lightning_calib.metrics.functional._engine import _F64, RowPass, _bincount, row_pass
 from lightning_calib.metrics.functional._validation import _arg_validation, _tensor_validation
-from lightning_calib.metrics.functional.binned import (
-    _binned_top_label,
-    bin_index,
-    ece_from_stats,
-)
+from lightning_calib.metrics.functional.binned import _binned_top_label, ece_from_stats
 
-__all__ = ["batch_averaged_ece_stats", "imagewise_calibration_error", "imagewise_calibration_stats"]
+__all__ = [
+    "batch_averaged_ece_stats",
+    "batch_averaged_stats_from_pass",
+    "imagewise_calibration_error",
+    "imagewise_calibration_stats",
+    "imagewise_stats_from_pass",
+]
 
 
 def imagewise_calibration_stats(
@@ -39,16 +41,21 @@ def imagewise_calibration_stats(
                 "image-wise ECE needs dense predictions (N, C, *spatial); got shape "
                 f"{tuple(preds.shape)}."
             )
-    conf, correct, keep = _top_label(preds, target, ignore_index, from_logits)
-    n = preds.shape[0]
-    p = conf.numel() // max(n, 1)
+    return imagewise_stats_from_pass(
+        row_pass(preds, target, ignore_index, from_logits=from_logits), n_bins
+    )
+
+
+def imagewise_stats_from_pass(rows: RowPass, n_bins: int) -> tuple[Tensor, Tensor]:
+    """:func:`imagewise_calibration_stats` of the batch a :class:`RowPass` was built from."""
+    n, p = rows.n, rows.p
     size = n * 2 * n_bins
-    image = torch.arange(n, device=preds.device).repeat_interleave(p) * (2 * n_bins)
-    idx = bin_index(conf, n_bins).mul_(2).add_(correct).add_(image)
-    if keep is not None:
-        idx.masked_fill_(~keep, size)
+    image = torch.arange(n, device=rows.conf.device).repeat_interleave(p) * (2 * n_bins)
+    idx = rows.top_bins(n_bins).mul(2).add_(rows.correct).add_(image)
+    if rows.keep is not None:
+        idx.masked_fill_(~rows.keep, size)
     counts = _bincount(idx, size).view(n, n_bins, 2)
-    conf_sum = _bincount(idx, size, conf).view(n, n_bins, 2).sum(2)
+    conf_sum = _bincount(idx, size, rows.conf).view(n, n_bins, 2).sum(2)
     count = counts.sum(2)
     has_pixels = count.sum(1) > 0
     ece = ece_from_stats(count[has_pixels], conf_sum[has_pixels], counts[has_pixels][..., 1])
@@ -95,13 +102,22 @@ def batch_averaged_ece_stats(
     if validate_args:
         _arg_validation(n_bins, ignore_index, from_logits)
         _tensor_validation(preds, target, ignore_index, from_logits)
-    conf, correct, keep = _top_label(preds, target, ignore_index, from_logits)
-    flat = target.reshape(-1)
+    rows = row_pass(preds, target, ignore_index, from_logits=from_logits)
+    return batch_averaged_stats_from_pass(rows, n_bins, exclude_classes)
+
+
+def batch_averaged_stats_from_pass(
+    rows: RowPass, n_bins: int, exclude_classes: Sequence[int] = (0,)
+) -> tuple[Tensor, Tensor]:
+    """:func:`batch_averaged_ece_stats` of the batch a :class:`RowPass` was built from."""
+    keep = rows.keep
     if len(exclude_classes):
-        drop = torch.isin(flat, torch.as_tensor(list(exclude_classes), device=flat.device))
+        excluded = torch.as_tensor(list(exclude_classes), device=rows.target.device)
+        drop = torch.isin(rows.target, excluded)  # ignored rows hold 0 here: keep drops them
         keep = ~drop if keep is None else keep & ~drop
-    count, conf_sum, correct_sum = _binned_top_label(conf, correct, keep, n_bins)
+    bins = rows.top_bins(n_bins)
+    count, conf_sum, correct_sum = _binned_top_label(rows.conf, rows.correct, keep, n_bins, bins)
     m = count.sum()
     if int(m) == 0:
-        return torch.zeros((), dtype=_F64, device=preds.device), m
+        return torch.zeros((), dtype=_F64, device=rows.conf.device), m
     return ece_from_stats(count, conf_sum, correct_sum) * m, m

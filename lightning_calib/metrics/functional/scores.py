@@ -1,7 +1,8 @@
 """NLL, Brier score and top-k accuracy: exact sums over the valid rows.
 
-:func:`_row_reduce` computes the per-row quantity chunk by chunk (float64 from the logits,
-no softmax tensor) and sums it over the valid rows; ``*_stats`` give ``(sum, rows)``.
+:func:`_row_reduce` computes the Brier score and top-k hits chunk by chunk (float64 from the
+logits, no softmax tensor) and sums them over the valid rows; the NLL and top-1 hits come from
+the shared :func:`~._engine.row_pass`. ``*_stats`` give ``(sum, rows)``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from torch import Tensor
 
 from lightning_calib.metrics.functional._engine import (
     _F64,
+    RowPass,
     _as_3d,
     _chunk_elements,
     _chunks,
     _shifted_logits,
+    row_pass,
 )
 from lightning_calib.metrics.functional._validation import (
     _arg_validation,
@@ -24,10 +27,12 @@ from lightning_calib.metrics.functional._validation import (
 from lightning_calib.rows import safe_target, valid_mask
 
 __all__ = [
+    "accuracy_stats_from_pass",
     "brier_score",
     "brier_score_stats",
     "negative_log_likelihood",
     "nll_stats",
+    "nll_stats_from_pass",
     "topk_accuracy",
     "topk_accuracy_stats",
 ]
@@ -43,8 +48,8 @@ def _row_reduce(
 ) -> tuple[Tensor, Tensor]:
     """Sum over valid rows of a per-row quantity, and the row count.
 
-    ``kernel``: ``"nll"`` (``-log p_y``), ``"brier"`` (``sum_k (p_k - 1[k = y])**2``) or
-    ``"topk"`` (1 when fewer than ``k`` classes score strictly above the target).
+    ``kernel``: ``"brier"`` (``sum_k (p_k - 1[k = y])**2``) or ``"topk"`` (1 when fewer
+    than ``k`` classes score strictly above the target).
     """
     z3, t2 = _as_3d(preds, target)
     n, c, p = z3.shape
@@ -64,18 +69,12 @@ def _row_reduce(
             d = _shifted_logits(zc, zc.amax(1, keepdim=True).to(_F64), buf, 1.0)
             d_y = d.gather(1, tc).squeeze(1)  # z_y - max z, exact
             s = d.exp_().sum(1)
-            if kernel == "nll":
-                out.copy_(s.log_().sub_(d_y))
-            else:
-                sq = d.square_().sum(1)
-                out.copy_(sq.div_(s.square()).sub_(d_y.exp_().div_(s).mul_(2)).add_(1.0))
+            sq = d.square_().sum(1)
+            out.copy_(sq.div_(s.square()).sub_(d_y.exp_().div_(s).mul_(2)).add_(1.0))
         else:
             probs = buf[: zc.numel()].view(zc.shape).copy_(zc)
             p_y = probs.gather(1, tc).squeeze(1)
-            if kernel == "nll":
-                out.copy_(p_y.log_().neg_())
-            else:
-                out.copy_(probs.square_().sum(1).sub_(p_y.mul_(2)).add_(1.0))
+            out.copy_(probs.square_().sum(1).sub_(p_y.mul_(2)).add_(1.0))
     flat = values.reshape(-1)
     if kernel == "topk":
         flat = flat < k
@@ -103,7 +102,25 @@ def nll_stats(
     if validate_args:
         _arg_validation(None, ignore_index, from_logits)
         _tensor_validation(preds, target, ignore_index, from_logits)
-    return _row_reduce(preds, target, ignore_index, "nll", from_logits)
+    return nll_stats_from_pass(
+        row_pass(preds, target, ignore_index, from_logits=from_logits, nll=True)
+    )
+
+
+def nll_stats_from_pass(rows: RowPass) -> tuple[Tensor, Tensor]:
+    """:func:`nll_stats` of the batch a :class:`RowPass` (built with ``nll=True``) comes from."""
+    if rows.nll is None:
+        raise ValueError("the RowPass was built without nll=True.")
+    if rows.keep is None:
+        return rows.nll.sum(), torch.tensor(rows.nll.numel(), device=rows.nll.device)
+    return torch.where(rows.keep, rows.nll, 0.0).sum(), rows.keep.sum()
+
+
+def accuracy_stats_from_pass(rows: RowPass) -> tuple[Tensor, Tensor]:
+    """Top-1 ``(hits, rows)`` of the batch a :class:`RowPass` was built from (ties are hits)."""
+    if rows.keep is None:
+        return rows.correct.sum(), torch.tensor(rows.correct.numel(), device=rows.correct.device)
+    return torch.logical_and(rows.correct, rows.keep).sum(), rows.keep.sum()
 
 
 def negative_log_likelihood(

@@ -1,0 +1,144 @@
+"""The shared pass of a metric set (``row_pass``): one pass per batch, the numbers of each
+member alone, and each per-row quantity against an independent float64 NumPy computation.
+
+* class-wise bins from the sparse selection (only probabilities above ``1/B`` binned) equal
+  binning every probability (NumPy), at bin edges too and with several bin counts at once;
+* labels (the arg-max, first maximum) from the selection and from the indicator product equal
+  ``argmax`` on ties, on logits so small that ``exp`` rounds them to 1, and beyond ``B``
+  classes (the top probability below the threshold);
+* a segmentation set updated through the pass gives exactly the values of its members updated
+  alone, over several batches with void pixels; the set passes over each batch once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from metric_refs import ref_bin, ref_rows
+
+from lightning_calib.metrics import functional as F
+from lightning_calib.metrics.presets import segmentation_metrics
+
+VOID = 255
+
+
+def dense_batch(n=3, c=6, h=7, w=9, scale=3.0, seed=0, void_rows=2):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c, h, w, generator=g) * scale
+    t = torch.randint(0, c, (n, h, w), generator=g)
+    t[:, :void_rows] = VOID
+    return z, t
+
+
+def ref_classwise(p, y, n_bins):
+    """(count, conf_sum, correct_sum), each (C, n_bins), binning every probability."""
+    c = p.shape[1]
+    count = np.zeros((c, n_bins), np.int64)
+    conf_sum = np.zeros((c, n_bins))
+    hits = np.zeros((c, n_bins), np.int64)
+    for k in range(c):
+        b = ref_bin(p[:, k], n_bins)
+        np.add.at(count[k], b, 1)
+        np.add.at(conf_sum[k], b, p[:, k])
+        np.add.at(hits[k], b[y == k], 1)
+    return count, conf_sum, hits
+
+
+@pytest.mark.parametrize("bins", [(15,), (4,), (15, 4, 40)])
+@pytest.mark.parametrize("c", [3, 6, 21, 40])
+def test_sparse_classwise_bins_equal_binning_every_probability(c, bins):
+    z, t = dense_batch(c=c, seed=c)
+    rows = F.row_pass(z, t, VOID, classwise_bins=bins)
+    p, y = ref_rows(z, t, VOID)
+    for n_bins in bins:
+        count, conf_sum, hits = (x.numpy() for x in rows.classwise[n_bins])
+        ref_count, ref_sum, ref_hits = ref_classwise(p, y, n_bins)
+        np.testing.assert_array_equal(count, ref_count)
+        np.testing.assert_array_equal(hits, ref_hits)
+        np.testing.assert_allclose(conf_sum, ref_sum, rtol=1e-12, atol=1e-12)
+        assert count.sum() == c * len(y)  # every probability of every valid row, once
+
+
+def test_classwise_probabilities_on_bin_edges_follow_bin_index():
+    # probabilities exactly 1/4, 1/2 and 3/4 (bins are right-closed), and 1/15 at B = 15
+    probs = torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.25, 0.25], [1 / 15, 14 / 15, 0.0]])
+    z = probs.clamp_min(1e-30).log()  # logits whose softmax gives these probabilities
+    target = torch.tensor([1, 0, 1])
+    for n_bins in (4, 15):
+        rows = F.row_pass(z.double(), target, None, classwise_bins=(n_bins,))
+        p, y = ref_rows(z.double(), target)
+        for got, want in zip(rows.classwise[n_bins], ref_classwise(p, y, n_bins)):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("classwise", [True, False], ids=["from-selection", "indicator"])
+def test_labels_are_the_first_maximum(classwise):
+    z, t = dense_batch(c=5, seed=3)
+    z[0, 2] = z[0, 4] = 9.0  # image 0: classes 2 and 4 tie at the maximum everywhere
+    z[1] = torch.randn(5, 7, 9) * 1e-30  # image 1: exp(z - max z) rounds to 1 for all classes
+    z[2, :, 0, 0] = 0.0  # a row of five tied classes
+    z40, t40 = dense_batch(c=40, scale=0.05, seed=4)  # flat: top probability below 1/15
+    bins = (15,) if classwise else ()
+    for logits, target in ((z, t), (z40, t40)):
+        rows = F.row_pass(logits, target, VOID, labels=True, classwise_bins=bins)
+        keep = rows.keep
+        want = logits.argmax(1).reshape(-1)
+        assert torch.equal(rows.labels[keep], want[keep])
+    assert (rows.conf[keep] < 1 / 15).all()  # the 40-class case does exercise the fallback
+
+
+def test_per_row_quantities_against_numpy():
+    z, t = dense_batch(c=6, seed=5)
+    z[1, 3] = z[1, 1]  # ties: a target tied with the maximum counts as correct
+    rows = F.row_pass(z, t, VOID, nll=True, labels=True, classwise_bins=(15,))
+    p, y = ref_rows(z, t, VOID)
+    keep = rows.keep.numpy()
+    zz = np.moveaxis(z.double().numpy(), 1, -1).reshape(-1, 6)[keep]
+    np.testing.assert_allclose(rows.conf.numpy()[keep], p.max(1), rtol=1e-14)
+    np.testing.assert_allclose(rows.nll.numpy()[keep], -np.log(p[np.arange(len(y)), y]), 1e-12)
+    correct = zz[np.arange(len(y)), y] == zz.max(1)
+    np.testing.assert_array_equal(rows.correct.numpy()[keep], correct)
+    assert rows.satisfies(VOID, True, nll=True, labels=True, classwise_bins=(15,))
+    assert not rows.satisfies(VOID, True, classwise_bins=(10,))
+    assert not rows.satisfies(None, True)  # built for another ignore_index
+    assert not F.row_pass(z, t, VOID).satisfies(VOID, True, nll=True)
+
+
+def test_segmentation_set_through_the_pass_equals_its_members_alone(monkeypatch):
+    batches = [dense_batch(n=2, c=5, h=11, w=6, seed=s) for s in range(3)]
+    shared = segmentation_metrics(5, 15, VOID, batch_averaged=True)
+    alone = {k: m.clone() for k, m in segmentation_metrics(5, 15, VOID, batch_averaged=True).items()}
+    passes = []
+    original = F.row_pass
+
+    def counting(*args, **kwargs):
+        passes.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("lightning_calib.metrics.presets.row_pass", counting)
+    for z, t in batches:
+        shared.update(z, t)
+    assert len(passes) == len(batches)  # one pass per batch for the whole set
+    assert passes[0]["nll"] and passes[0]["labels"] and passes[0]["classwise_bins"] == (15,)
+    monkeypatch.undo()
+    for z, t in batches:
+        for m in alone.values():
+            m.update(z, t)
+    out = shared.compute()
+    for key, metric in alone.items():
+        assert out[key].item() == metric.compute().item(), key  # bit for bit
+
+
+def test_a_member_with_other_settings_passes_over_the_batch_itself():
+    z, t = dense_batch(c=4, seed=6)
+    rows = F.row_pass(z, t, VOID)  # no nll, no class-wise bins
+    from lightning_calib.metrics import NLL, ClasswiseECE
+
+    nll, cece = NLL(ignore_index=VOID), ClasswiseECE(num_classes=4, ignore_index=VOID)
+    nll.update(z, t, rows=rows)
+    cece.update(z, t, rows=rows)
+    p, y = ref_rows(z, t, VOID)
+    assert nll.compute().item() == pytest.approx(-np.log(p[np.arange(len(y)), y]).mean(), 1e-12)
+    ref = F.classwise_calibration_error(z, t, 4, 15, VOID)
+    assert cece.compute().item() == pytest.approx(ref.item(), rel=1e-12)
