@@ -353,7 +353,11 @@ class LightningCalibCLI(LightningCLI):
         report = build_report(
             self.model, self.datamodule, dumped["test"], self._subconfig().get("ckpt_path")
         )
-        pictures = [str(p) for cb in self.trainer.callbacks for p in getattr(cb, "paths", [])]
+        pictures = [
+            str(Path(p).resolve())
+            for cb in self.trainer.callbacks
+            for p in getattr(cb, "paths", [])
+        ]
         report["pictures"] = pictures
         path = write_report(report, self.trainer.default_root_dir)
         print(f"report written to {path}")
@@ -399,9 +403,10 @@ def _class_path(cb: Any) -> str:
 
 
 def _namespace_callback(cls: type, **init_args: Any) -> Any:
-    return Namespace(
-        class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args)
-    )
+    # run as ``python -m lightning_calib.cli`` this module is ``__main__``: the saved config
+    # must name the importable module, or it cannot be read back
+    module = "lightning_calib.cli" if cls.__module__ == "__main__" else cls.__module__
+    return Namespace(class_path=f"{module}.{cls.__qualname__}", init_args=Namespace(**init_args))
 
 
 def expand_configs(argv: list[str]) -> list[str]:

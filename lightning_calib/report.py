@@ -8,7 +8,10 @@ an earlier test's report is there: nothing is overwritten) holding:
 * ``checkpoint``: the checkpoint file tested;
 * ``config``: the composed config of the command (what ``--print_config`` shows);
 * ``data``: the datamodule's class, dataset facts and split sizes;
-* ``pictures``: the reliability diagram (and maps) the test wrote;
+* ``pictures``: the reliability diagram (and maps) the test wrote (absolute paths);
+* ``reliability``: the data of those diagrams, ``{"raw": ..., "ts": ...}``, each with the bin
+  edges ``lower`` / ``upper``, ``count``, mean ``confidence`` and ``accuracy`` per bin (NaN
+  for empty bins as ``null``), when the metric set has an ``ece``;
 * ``version`` and ``git_commit``: the package version and the commit of the checkout (when
   it is a git checkout), and ``created`` (UTC).
 """
@@ -78,8 +81,13 @@ def build_report(
             for split in ("train", "val", "test")
         },
     }
+    reliability = {
+        kind: {key: [None if v != v else v for v in value.tolist()] for key, value in data.items()}
+        for kind, data in (getattr(model, "test_reliability", None) or {}).items()
+    }
     return {
         "metrics": metrics,
+        "reliability": reliability,
         "temperature": metrics.get("temperature"),
         "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
         "config": config,

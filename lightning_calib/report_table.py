@@ -367,12 +367,20 @@ def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def settings(config: dict[str, Any]) -> dict[str, str]:
-    """The flattened config without :data:`IGNORED_KEYS`, each value as canonical JSON."""
-    return {
-        key: json.dumps(value, sort_keys=True, default=str)
-        for key, value in flatten_config(config).items()
-        if not any(pattern.fullmatch(key) for pattern in IGNORED_KEYS)
-    }
+    """The flattened config without :data:`IGNORED_KEYS`, each value as canonical JSON.
+
+    A ``class_path`` under ``__main__.`` (what runs started as ``python -m
+    lightning_calib.cli`` saved before that was fixed) is read as ``lightning_calib.cli.``,
+    so such runs group with the same runs started otherwise.
+    """
+    out = {}
+    for key, value in flatten_config(config).items():
+        if any(pattern.fullmatch(key) for pattern in IGNORED_KEYS):
+            continue
+        if key.endswith("class_path") and isinstance(value, str) and value.startswith("__main__."):
+            value = "lightning_calib.cli." + value.removeprefix("__main__.")
+        out[key] = json.dumps(value, sort_keys=True, default=str)
+    return out
 
 
 # --------------------------------------------------------------------------- grouping

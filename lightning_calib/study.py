@@ -111,10 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"{label}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"study: {len(runs)} runs in {time.perf_counter() - started:.0f} s\n", flush=True)
-    search = find_reports([out])
-    groups, unreadable, _ = make_table(search.reports)
-    if groups:
-        print(render_markdown(groups, [*search.missing, *unreadable]))
+    groups = []
+    if out.is_dir():
+        search = find_reports([out])
+        groups, unreadable, _ = make_table(search.reports)
+        if groups:
+            print(render_markdown(groups, [*search.missing, *unreadable]))
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if failed or not groups else 0

@@ -224,3 +224,12 @@ def test_a_printed_config_reruns_to_the_same_weights(tmp_path, capsys, monkeypat
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_callbacks_the_cli_adds_name_an_importable_module():
+    """Run as ``python -m lightning_calib.cli`` the module is ``__main__``; the saved config
+    must still name ``lightning_calib.cli`` or it cannot be read back."""
+    from lightning_calib.cli import _namespace_callback
+
+    cls = type("LastCheckpoint", (), {"__module__": "__main__"})
+    assert _namespace_callback(cls).class_path == "lightning_calib.cli.LastCheckpoint"

@@ -3,9 +3,10 @@ member alone, and each per-row quantity against an independent float64 NumPy com
 
 * class-wise bins from the sparse selection (only probabilities above ``1/B`` binned) equal
   binning every probability (NumPy), at bin edges too and with several bin counts at once;
-* labels (the arg-max, first maximum) from the selection and from the indicator product equal
-  ``argmax`` on ties, on logits so small that ``exp`` rounds them to 1, and beyond ``B``
-  classes (the top probability below the threshold);
+* labels (the arg-max, first maximum, from the indicator product) equal ``argmax`` on ties,
+  on logits so small that their differences vanish in float64, and with or without the
+  class-wise bins in the same pass (beyond ``B`` classes the top probability is below the
+  class-wise threshold);
 * a segmentation set updated through the pass gives exactly the values of its members updated
   alone, over several batches with void pixels; the set passes over each batch once.
 """
@@ -72,7 +73,7 @@ def test_classwise_probabilities_on_bin_edges_follow_bin_index():
             np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("classwise", [True, False], ids=["from-selection", "indicator"])
+@pytest.mark.parametrize("classwise", [True, False], ids=["with-classwise", "alone"])
 def test_labels_are_the_first_maximum(classwise):
     z, t = dense_batch(c=5, seed=3)
     z[0, 2] = z[0, 4] = 9.0  # image 0: classes 2 and 4 tie at the maximum everywhere
@@ -108,7 +109,8 @@ def test_per_row_quantities_against_numpy():
 def test_segmentation_set_through_the_pass_equals_its_members_alone(monkeypatch):
     batches = [dense_batch(n=2, c=5, h=11, w=6, seed=s) for s in range(3)]
     shared = segmentation_metrics(5, 15, VOID, batch_averaged=True)
-    alone = {k: m.clone() for k, m in segmentation_metrics(5, 15, VOID, batch_averaged=True).items()}
+    members = segmentation_metrics(5, 15, VOID, batch_averaged=True)
+    alone = {k: m.clone() for k, m in members.items()}
     passes = []
     original = F.row_pass
 

@@ -3,7 +3,9 @@
 Every notebook in ``notebooks/`` must be registered in :data:`EXPECTATIONS` with what its run
 has to print and draw; an unregistered notebook fails :func:`test_notebook_is_registered`. The
 notebooks run with the small setting (``CALIB_SMALL=1``: coarse grids, short runs) and with
-``CALIB_RUN`` pointing into the test's temporary folder (where ``reliability.ipynb`` trains).
+``CALIB_RUN`` pointing into the test's temporary folder (where ``reliability.ipynb`` and
+``compare_losses.ipynb`` train); the variables that point a notebook at a person's own runs
+(``CALIB_RUNS``, ``CALIB_SEG_RUN``, ``CALIB_CONFIG``, ``CALIB_SEG_CONFIG``) are unset.
 """
 
 from __future__ import annotations
@@ -35,7 +37,17 @@ class Expect:
 
 # notebook stem -> expectations. Register every new notebook here.
 EXPECTATIONS: dict[str, Expect] = {
-    "reliability": Expect(printed=("ECE", "accuracy"), images=1),
+    "reliability": Expect(
+        printed=(
+            "ECE",
+            "accuracy",
+            "average confidence",
+            "per-class ECE",
+            "pixel accuracy",
+            "pixel ECE raw",
+        ),
+        images=7,  # 2 diagrams, histograms, per-class bars, pixel diagrams, 2 maps
+    ),
     "label_smoothing_view": Expect(
         printed=(
             "max |autograd - closed form|",
@@ -46,7 +58,15 @@ EXPECTATIONS: dict[str, Expect] = {
         ),
         images=2,
     ),
-    # "compare_losses": Expect(printed=(...), images=...),
+    "compare_losses": Expect(
+        printed=(
+            "accuracy",
+            "ECE",
+            "after TS",
+            "recomputed ECE against the reports",
+        ),
+        images=2,  # reliability diagrams of every row, ECE / accuracy bars
+    ),
 }
 
 # Environment of every notebook run (CALIB_RUN is added per test: it needs tmp_path).
@@ -105,6 +125,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         pytest.fail(f"{path.name} is not registered in EXPECTATIONS")
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
+    for name in ("CALIB_RUNS", "CALIB_SEG_RUN", "CALIB_CONFIG", "CALIB_SEG_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CALIB_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(path, as_version=4)

@@ -413,6 +413,17 @@ def test_grouping_ignores_only_the_seed_and_the_run_locations(tmp_path):
     assert group_runs(runs[::-1])[0].label == "ACLS (batch_size=128)"
 
 
+def test_a_callback_saved_under_main_groups_with_its_importable_path(tmp_path):
+    configs = [fake_config(tmp_path / name, seed=i) for i, name in enumerate("ab")]
+    for cfg, module in zip(configs, ("__main__", "lightning_calib.cli")):
+        cfg["trainer"]["callbacks"] = [{"class_path": f"{module}.LastCheckpoint"}]
+    runs = [
+        load_report(write_fake_report(tmp_path / name, fake_metrics(0.2), cfg))
+        for name, cfg in zip("ab", configs)
+    ]
+    assert [g.n for g in group_runs(runs)] == [2]
+
+
 # ------------------------------------------------------------------------- real reports
 
 

@@ -364,3 +364,7 @@ def test_every_test_writes_a_report_beside_the_earlier_ones(trained, capsys, mon
     assert report["data"]["sizes"] == {"train": 897, "val": 360, "test": 540}
     assert report["data"]["class_names"] == [str(d) for d in range(10)]
     assert any(Path(p).name.startswith("reliability") for p in report["pictures"])
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in report["pictures"])
+    raw, ts = report["reliability"]["raw"], report["reliability"]["ts"]
+    assert sum(raw["count"]) == sum(ts["count"]) == 540  # every test image, in 15 bins
+    assert len(raw["lower"]) == 15 and raw["upper"][-1] == 1.0

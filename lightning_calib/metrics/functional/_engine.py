@@ -266,7 +266,7 @@ def row_pass(
     probabilities above ``(1 - 1e-12)/B`` are selected and binned by
     :func:`~.binned.bin_index`; the first bin's count and sum are the class totals (one
     reduction) minus the selected ones. On 21-class VOC-like logits ~10% of the
-    probabilities are selected: the class-wise ECE costs about a quarter of binning them all.
+    probabilities are selected.
 
     Args:
         preds: logits (or probabilities with ``from_logits=False``) ``(N, C, *spatial)`` or
@@ -275,7 +275,7 @@ def row_pass(
         ignore_index: target value of the rows to drop.
         from_logits: whether ``preds`` are logits.
         nll: also compute the per-row NLL.
-        labels: also compute the per-row arg-max.
+        labels: also compute the per-row arg-max (the first maximum; :func:`_labels`).
         classwise_bins: numbers of equal-width bins for the class-wise statistics.
         temperature: divide the logits by this ``T > 0`` first (logits only).
     """
@@ -293,18 +293,17 @@ def row_pass(
     cw = {b: _ClasswiseBins(c, b, device) for b in bins}
     # one selection serves every bin count: the probabilities above the lowest threshold
     threshold = min((acc.threshold for acc in cw.values()), default=0.0)
-    sparse_labels = labels and bool(cw) and from_logits
     p_y_out = torch.empty((n, p), dtype=_F64, device=device) if cw else None
     keep2 = None if keep is None else keep.view(n, p)
     budget = _chunk_elements(device)
     buf = torch.empty(min(budget, max(1, z3.numel())), dtype=_F64, device=device)
-    eq_buf = torch.empty_like(buf) if labels and not sparse_labels else buf
+    eq_buf = torch.empty_like(buf) if labels else buf
     for rs, ps in _chunks(n, c, p, budget) if n * p else ():
         zc = z3[rs, :, ps]
         tc = safe[rs, ps].unsqueeze(1)  # (k, 1, s)
         d = buf[: zc.numel()].view(zc.shape).copy_(zc)
         top = d.amax(1, keepdim=True)
-        if labels and not sparse_labels:
+        if labels:
             _labels(d, top, zc, eq_buf, label_out[rs, ps])
         if from_logits:
             d.sub_(top)
@@ -332,19 +331,14 @@ def row_pass(
             if nll:
                 torch.neg(p_y.log_(), out=nll_out[rs, ps])
         if cw:
-            _, _, sc = d.shape
+            kd, _, sc = d.shape
             sel = (d >= threshold).view(-1).nonzero().squeeze(1)
             values = d.view(-1)[sel]
             row = torch.div(sel, sc, rounding_mode="floor")  # (image, class) row of the chunk
-            cls = row.remainder(c)
+            cls = row if kd == 1 else row.remainder_(c)
             total = d.sum((0, 2))
             for acc in cw.values():
                 acc.add(values, cls, total)
-            if sparse_labels:
-                kc = None if keep2 is None else keep2[rs, ps]
-                pixel = sel.sub_(row.sub_(cls).div_(c, rounding_mode="floor").mul_((c - 1) * sc))
-                pixel.sub_(cls * sc)  # flat index of the entry's pixel in the chunk's (k, s)
-                _labels_from_selection(values, cls, pixel, conf[rs, ps], kc, zc, label_out[rs, ps])
     n_valid = n * p if keep is None else int(keep.sum())
     return RowPass(
         n=n,
@@ -362,39 +356,6 @@ def row_pass(
             b: acc.result(n_valid, p_y_out.view(-1), safe.view(-1), keep) for b, acc in cw.items()
         },
     )
-
-
-def _labels_from_selection(
-    values: Tensor,
-    cls: Tensor,
-    pixel: Tensor,
-    conf: Tensor,
-    keep: Tensor | None,
-    zc: Tensor,
-    out: Tensor,
-) -> None:
-    """Arg-max labels of a chunk from its selected probabilities (the class-wise selection).
-
-    The top probability of a row is ``1.0 * conf`` exactly, so the selected entries equal to
-    their row's ``conf`` are its maxima. A valid row whose maximum was not selected (``conf``
-    below the threshold: only with more than ``B`` classes) or that has several (a tie, or
-    an ``exp`` that rounded to 1) is ranked again from the scores ``zc``. Labels of dropped
-    rows are left unspecified. This makes the labels nearly free when the class-wise bins
-    are computed anyway.
-    """
-    c = zc.shape[1]
-    flat = out.view(-1)
-    flat.fill_(c)  # "no maximum selected"
-    is_top = values == conf.reshape(-1)[pixel]
-    flat.scatter_reduce_(0, pixel, torch.where(is_top, cls, c), "amin")
-    tops = torch.zeros_like(flat).scatter_add_(0, pixel, is_top.long())
-    again = tops != 1
-    if keep is not None:
-        again &= keep.reshape(-1)
-        flat.masked_fill_(~keep.reshape(-1), 0)
-    hard = again.view(out.shape).nonzero(as_tuple=True)
-    if hard[0].numel():
-        out[hard] = zc.permute(0, 2, 1)[hard].argmax(1)
 
 
 def _labels(d: Tensor, top: Tensor, zc: Tensor, eq_buf: Tensor, out: Tensor) -> None:
