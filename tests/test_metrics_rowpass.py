@@ -144,3 +144,20 @@ def test_a_member_with_other_settings_passes_over_the_batch_itself():
     assert nll.compute().item() == pytest.approx(-np.log(p[np.arange(len(y)), y]).mean(), 1e-12)
     ref = F.classwise_calibration_error(z, t, 4, 15, VOID)
     assert cece.compute().item() == pytest.approx(ref.item(), rel=1e-12)
+
+
+def test_temperature_grid_equals_each_temperature_alone_even_with_huge_logit_gaps():
+    """The grid path (all temperatures of a group in one product, exponents clamped at
+    -700 to avoid subnormal arithmetic) gives the statistics of each temperature alone."""
+    z, t = dense_batch(c=5, seed=7)
+    z[0] *= 300.0  # gaps of thousands: exp(z / T) underflows for every T of the grid
+    temps = [0.1, 0.5, 1.0, 2.5, 10.0]
+    grid = F.binned_calibration_stats(z, t, 15, VOID, temperature=temps)
+    for i, temp in enumerate(temps):
+        alone = F.binned_calibration_stats(z, t, 15, VOID, temperature=temp)
+        assert torch.equal(grid[0][i], alone[0]) and torch.equal(grid[2][i], alone[2])
+        torch.testing.assert_close(grid[1][i], alone[1], rtol=1e-14, atol=1e-14)
+    p, _ = ref_rows(z / 2.5, t, VOID)  # and against NumPy for one of them
+    np.testing.assert_array_equal(
+        grid[0][3].numpy(), np.bincount(ref_bin(p.max(1), 15), minlength=15)
+    )

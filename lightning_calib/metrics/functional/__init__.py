@@ -61,8 +61,8 @@ from lightning_calib.metrics.functional._engine import _as_3d as _as_3d
 from lightning_calib.metrics.functional._engine import _bincount as _bincount
 from lightning_calib.metrics.functional._engine import _chunk_elements as _chunk_elements
 from lightning_calib.metrics.functional._engine import _chunks as _chunks
+from lightning_calib.metrics.functional._engine import _grid_confidence as _grid_confidence
 from lightning_calib.metrics.functional._engine import _shifted_logits as _shifted_logits
-from lightning_calib.metrics.functional._engine import _top_confidence as _top_confidence
 from lightning_calib.metrics.functional._engine import _top_prepare as _top_prepare
 from lightning_calib.metrics.functional._validation import _arg_validation as _arg_validation
 from lightning_calib.metrics.functional._validation import _check_bool as _check_bool

@@ -16,7 +16,7 @@ from lightning_calib.metrics.functional._engine import (
     _F64,
     RowPass,
     _bincount,
-    _top_confidence,
+    _grid_confidence,
     _top_prepare,
     row_pass,
 )
@@ -68,7 +68,14 @@ def _binned_top_label(
 
 
 def binned_stats_from_pass(rows: RowPass, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`binned_calibration_stats` of the batch a :class:`RowPass` was built from."""
+    """:func:`binned_calibration_stats` of the batch a :class:`RowPass` was built from.
+
+    Dense batches sum the per-image bins (:meth:`RowPass.image_bins`, shared with the
+    image-wise ECE); rows are binned directly.
+    """
+    if rows.p > 1:
+        count, conf_sum, correct_sum = rows.image_bins(n_bins)
+        return count.sum(0), conf_sum.sum(0), correct_sum.sum(0)
     return _binned_top_label(rows.conf, rows.correct, rows.keep, n_bins, rows.top_bins(n_bins))
 
 
@@ -87,8 +94,10 @@ def binned_calibration_stats(
     The sufficient statistics of ECE, MCE and the reliability diagram. Additive over batches.
     With a 1-D ``temperature`` grid of ``K`` values (post-hoc temperature scaling), the
     statistics of ``softmax(preds / T)`` for every ``T`` at once, shape ``(K, n_bins)``;
-    correctness and the per-row maxima do not depend on ``T > 0`` and are computed once; each
-    temperature costs one float64 pass over the logits, and memory stays that of one.
+    correctness and the per-row maxima do not depend on ``T > 0`` and are computed once; the
+    temperatures are applied a group at a time to each chunk of shifted logits (one broadcast
+    product and one ``exp`` per group, :func:`~._engine._grid_confidence`), and memory stays
+    that of a few chunks.
 
     Args:
         preds: logits ``(N, C)`` or ``(N, C, *spatial)`` (probabilities if
@@ -128,11 +137,22 @@ def binned_calibration_stats(
         rows = row_pass(preds, target, ignore_index, from_logits=from_logits, temperature=temps[0])
         return binned_stats_from_pass(rows, n_bins)
     z3, zmax, correct, keep = _top_prepare(preds, target, ignore_index)
-    stats = []
-    for t in temps:  # one float64 pass per temperature; max and correctness are shared
-        conf = _top_confidence(z3, zmax, from_logits, t)
-        stats.append(_binned_top_label(conf, correct, keep, n_bins))
-    count, conf_sum, correct_sum = (torch.stack(s) for s in zip(*stats))
+    k, device = len(temps), z3.device
+    count = torch.zeros(k, n_bins, dtype=torch.long, device=device)
+    conf_sum = torch.zeros(k, n_bins, dtype=_F64, device=device)
+    correct_sum = torch.zeros(k, n_bins, dtype=torch.long, device=device)
+    temperatures = torch.tensor(temps, dtype=_F64, device=device)
+    # max and correctness are shared by every temperature; the grid is binned group by group
+    for sl, conf in _grid_confidence(z3, zmax, from_logits, temperatures):
+        g = conf.shape[0]
+        idx = bin_index(conf, n_bins).mul_(2).add_(correct)
+        idx.add_(torch.arange(g, device=device).view(g, 1) * (2 * n_bins))
+        if keep is not None:
+            idx.masked_fill_(~keep, g * 2 * n_bins)  # ignored rows go to a dropped extra bin
+        counts = _bincount(idx, g * 2 * n_bins).view(g, n_bins, 2)
+        count[sl] = counts.sum(2)
+        correct_sum[sl] = counts[..., 1]
+        conf_sum[sl] = _bincount(idx, g * 2 * n_bins, conf).view(g, n_bins, 2).sum(2)
     return count, conf_sum, correct_sum
 
 

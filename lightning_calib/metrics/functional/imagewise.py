@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_calib.metrics.functional._engine import _F64, RowPass, _bincount, row_pass
+from lightning_calib.metrics.functional._engine import _F64, RowPass, row_pass
 from lightning_calib.metrics.functional._validation import _arg_validation, _tensor_validation
 from lightning_calib.metrics.functional.binned import _binned_top_label, ece_from_stats
 
@@ -48,17 +48,9 @@ def imagewise_calibration_stats(
 
 def imagewise_stats_from_pass(rows: RowPass, n_bins: int) -> tuple[Tensor, Tensor]:
     """:func:`imagewise_calibration_stats` of the batch a :class:`RowPass` was built from."""
-    n, p = rows.n, rows.p
-    size = n * 2 * n_bins
-    image = torch.arange(n, device=rows.conf.device).repeat_interleave(p) * (2 * n_bins)
-    idx = rows.top_bins(n_bins).mul(2).add_(rows.correct).add_(image)
-    if rows.keep is not None:
-        idx.masked_fill_(~rows.keep, size)
-    counts = _bincount(idx, size).view(n, n_bins, 2)
-    conf_sum = _bincount(idx, size, rows.conf).view(n, n_bins, 2).sum(2)
-    count = counts.sum(2)
+    count, conf_sum, correct_sum = rows.image_bins(n_bins)
     has_pixels = count.sum(1) > 0
-    ece = ece_from_stats(count[has_pixels], conf_sum[has_pixels], counts[has_pixels][..., 1])
+    ece = ece_from_stats(count[has_pixels], conf_sum[has_pixels], correct_sum[has_pixels])
     return ece.sum(), has_pixels.sum()
 
 
