@@ -162,12 +162,13 @@ def validation_worker(scale: float, threads: int | None) -> dict:
     data = Batches()
     z, t = data.fill(0)
     metric_set, search = build_validation()
-    base = rss_mb()  # data buffers resident, objects built, nothing updated yet
+    cold = rss_mb()  # data buffers resident, objects built, nothing updated yet
     warm_set, warm_search = build_validation()  # untimed first calls, on throwaway objects
     warm_set.update(z, t)
     warm_search.update(z, t)
     z.softmax(1).max(1)
     del warm_set, warm_search
+    base = rss_mb()  # ... and every kernel and allocator pool initialized by one call each
     contenders: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
         "metric set": metric_set.update,
         "search": search.update,
@@ -176,7 +177,7 @@ def validation_worker(scale: float, threads: int | None) -> dict:
     names = list(contenders)
     times: dict[str, list[float]] = {k: [] for k in names}
     transient = dict.fromkeys(names, 0.0)  # peak during a call over the RSS just before it
-    extra = 0.0  # peak during the pass over the RSS before it
+    extra = extra_cold = 0.0  # peak during the pass over the RSS before it (after warm-up)
     exact_peak = reset_peak()
     for i, n in enumerate(sizes):
         z, t = data.fill(i, n)  # not timed
@@ -190,6 +191,7 @@ def validation_worker(scale: float, threads: int | None) -> dict:
             transient[name] = max(transient[name], peak - before)
             if name != "baseline":  # the memory the metric set and the search add
                 extra = max(extra, peak - base)
+                extra_cold = max(extra_cold, peak - cold)
     t0 = clock()
     values = metric_set.compute()
     set_compute = clock() - t0
@@ -206,6 +208,8 @@ def validation_worker(scale: float, threads: int | None) -> dict:
         "set_compute": set_compute,
         "search_compute": search_compute,
         "extra_mb": extra,
+        "extra_cold_mb": extra_cold,
+        "warmup_mb": base - cold,
         "transient_mb": transient,
         "end_mb": rss_mb() - base,
         "base_mb": base,
@@ -274,7 +278,9 @@ def part_a(scale: float, small_scale: float, threads: int | None, clock: str) ->
         "Seconds summed over the pass (metric set and search: updates + compute()); ratio: "
         "median over batches of (set + search) / baseline in the same batch (whole pass in "
         "brackets). Memory: extra peak RSS = peak during the calls of the metric set and the "
-        "search minus the RSS before the pass (data buffers and objects built; goal <= 200 "
+        "search minus the RSS before the pass (data buffers and objects built, one untimed "
+        "warm-up call of each contender made; in brackets: before the warm-up, i.e. with the "
+        "one-time initialization of kernels, thread pools and allocator arenas; goal <= 200 "
         "MB); per call = the largest peak of one call of that "
         "contender over the RSS just before the call "
         f"({'VmHWM reset per call' if first['exact_peak'] else 'lifetime peak: upper bounds'}"
@@ -299,7 +305,8 @@ def part_a(scale: float, small_scale: float, threads: int | None, clock: str) ->
         print(
             f"| {r['scale']:g} | {r['images']} | {r['pixels'] / 1e6:.0f} | {set_s:.1f} | "
             f"{search_s:.1f} | {base_s:.1f} | {per_batch:.2f}x ({(set_s + search_s) / base_s:.2f}x)"
-            f" | {frac:.2f} ({search_s / set_s:.2f}) | {r['extra_mb']:.0f} | "
+            f" | {frac:.2f} ({search_s / set_s:.2f}) | {r['extra_mb']:.0f} "
+            f"({r['extra_cold_mb']:.0f}) | "
             f"{e['metric set']:.0f} / {e['search']:.0f} / {e['baseline']:.0f} | "
             f"{r['end_mb']:.0f} |"
         )
@@ -318,7 +325,8 @@ def part_a(scale: float, small_scale: float, threads: int | None, clock: str) ->
     per_batch_ms = {k: statistics.median(v) * 1e3 for k, v in first["times"].items()}
     print(
         "\nPer batch (median, scale {:g}): metric set {:.0f} ms, search {:.0f} ms, baseline "
-        "{:.0f} ms; compute(): set {:.2f} s, search {:.3f} s. Base RSS {:.0f} MiB.".format(
+        "{:.0f} ms; compute(): set {:.2f} s, search {:.3f} s. Base RSS {:.0f} MiB (warm-up "
+        "added {:.0f} MiB).".format(
             first["scale"],
             per_batch_ms["metric set"],
             per_batch_ms["search"],
@@ -326,6 +334,7 @@ def part_a(scale: float, small_scale: float, threads: int | None, clock: str) ->
             first["set_compute"],
             first["search_compute"],
             first["base_mb"],
+            first["warmup_mb"],
         )
     )
 
