@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from conftest import REPO
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -93,6 +94,19 @@ def _images(nb) -> int:
     )
 
 
+def _execute(nb, folder) -> None:
+    """Run every cell in a fresh kernel; a cell that raises fails the run (and the test)."""
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()  # fmt: skip
+
+
+def test_a_raising_cell_fails_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("assert x == 2")]
+    with pytest.raises(CellExecutionError, match="AssertionError"):
+        _execute(nb, tmp_path)
+
+
 def test_notebooks_found():
     assert NOTEBOOKS, "no notebook in notebooks/"
 
@@ -130,8 +144,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("CALIB_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    _execute(nb, tmp_path)
     images = _images(nb)
     assert images >= expect.images, f"{path.name} drew {images} images, expected {expect.images}"
     printed = _text(nb)
