@@ -81,7 +81,13 @@ _NONE_ALLOWED = ("activation", "aux_params")
 
 
 class _Dense:
-    """What the smp subclasses share: refusals, weights, pruning, any-size forward."""
+    """What the smp subclasses share: refusals, weights, pruning, any-size forward.
+
+    Each subclass writes its own ``super().__init__(..., **smp_kwargs)`` call on purpose:
+    jsonargparse finds the smp arguments a config may pass through ``**smp_kwargs`` by reading
+    that call in the subclass's ``__init__`` (moved into a shared helper, the CLI refuses
+    ``decoder_channels`` and the rest).
+    """
 
     num_classes: int
     size_divisor: int

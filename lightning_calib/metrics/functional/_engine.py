@@ -25,7 +25,7 @@ from lightning_calib.metrics.functional._validation import (
 )
 from lightning_calib.rows import safe_target, valid_mask
 
-__all__ = ["RowPass", "confidence_and_correct", "row_pass"]
+__all__ = ["RowPass", "class_argmax", "confidence_and_correct", "row_pass"]
 
 _F64 = torch.float64
 
@@ -254,15 +254,14 @@ class RowPass:
         them per image, the pooled ECE and MCE summed over the images (the same sums).
         """
         if n_bins not in self._image_bins:
-            n, p = self.n, self.p
-            idx = self.top_bins(n_bins).mul(2).add_(self.correct).view(n, p)
-            idx.add_(torch.arange(n, device=idx.device).view(n, 1) * (2 * n_bins))
-            size = n * 2 * n_bins
-            if self.keep is not None:
-                idx.view(-1).masked_fill_(~self.keep, size)
-            counts = _bincount(idx, size).view(n, n_bins, 2)
-            conf_sum = _bincount(idx, size, self.conf).view(n, n_bins, 2).sum(2)
-            self._image_bins[n_bins] = (counts.sum(2), conf_sum, counts[..., 1].clone())
+            from lightning_calib.metrics.functional.binned import _binned_top_label
+
+            shape = (self.n, self.p)
+            keep = None if self.keep is None else self.keep.view(shape)
+            bins = self.top_bins(n_bins).view(shape)
+            self._image_bins[n_bins] = _binned_top_label(
+                self.conf.view(shape), self.correct.view(shape), keep, n_bins, bins
+            )
         return self._image_bins[n_bins]
 
     def top_bins(self, n_bins: int) -> Tensor:
@@ -391,6 +390,33 @@ def row_pass(
             b: acc.result(n_valid, p_y_out.view(-1), safe.view(-1), keep) for b, acc in cw.items()
         },
     )
+
+
+def class_argmax(preds: Tensor) -> Tensor:
+    """``preds.argmax(1)`` (the first maximum) of ``(N, C, *spatial)`` scores, chunk by chunk.
+
+    The same labels as :func:`row_pass` gives (:func:`_labels`), for a caller that needs only
+    them: on CPU ``argmax(1)`` over a dense batch is a strided reduction. Measured on
+    4x21x512x512 float32: 109 ms for ``argmax(1)``, 24 ms for this (2 threads; 182 and 52 ms
+    on one).
+
+    Example:
+        >>> z = torch.tensor([[[[0.0, 2.0]], [[1.0, 2.0]], [[1.0, -1.0]]]])  # (1, 3, 1, 2)
+        >>> class_argmax(z).tolist()
+        [[[1, 0]]]
+    """
+    n, c = preds.shape[0], preds.shape[1]
+    z3 = preds.detach().reshape(n, c, -1)
+    p = z3.shape[2]
+    out = torch.empty((n, p), dtype=torch.long, device=preds.device)
+    budget = _chunk_elements(preds.device)
+    buf = torch.empty(min(budget, max(1, z3.numel())), dtype=_F64, device=preds.device)
+    eq_buf = torch.empty_like(buf)
+    for rs, ps in _chunks(n, c, p, budget) if n * p else ():
+        zc = z3[rs, :, ps]
+        d = buf[: zc.numel()].view(zc.shape).copy_(zc)
+        _labels(d, d.amax(1, keepdim=True), zc, eq_buf, out[rs, ps])
+    return out.view(n, *preds.shape[2:])
 
 
 def _labels(d: Tensor, top: Tensor, zc: Tensor, eq_buf: Tensor, out: Tensor) -> None:

@@ -7,6 +7,7 @@ temperatures at once; ``*_from_stats`` turn them into values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -58,13 +59,25 @@ def bin_index(conf: Tensor, n_bins: int) -> Tensor:
 def _binned_top_label(
     conf: Tensor, correct: Tensor, keep: Tensor | None, n_bins: int, bins: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-bin ``(count, conf_sum, correct_sum)`` of rows, for one or several groups at once.
+
+    ``conf`` is ``(rows,)``, or ``(*groups, rows)`` (the temperatures of a grid, the images of
+    a batch) with ``correct`` and ``keep`` broadcast against it; ``bins`` is its
+    :func:`bin_index` when already computed. Returns ``(*groups, n_bins)`` tensors; dropped
+    rows go to an extra bin that is discarded.
+    """
     idx = bin_index(conf, n_bins) if bins is None else bins.clone()
     idx.mul_(2).add_(correct)
+    groups = idx.shape[:-1]
+    size = math.prod(groups) * 2 * n_bins
+    if groups:
+        offset = torch.arange(math.prod(groups), device=idx.device) * (2 * n_bins)
+        idx.add_(offset.view(*groups, 1))
     if keep is not None:
-        idx.masked_fill_(~keep, 2 * n_bins)  # ignored rows go to a dropped extra bin
-    counts = _bincount(idx, 2 * n_bins).view(n_bins, 2)
-    conf_sum = _bincount(idx, 2 * n_bins, conf).view(n_bins, 2).sum(1)
-    return counts.sum(1), conf_sum, counts[:, 1].clone()
+        idx.masked_fill_(~keep, size)
+    counts = _bincount(idx, size).view(*groups, n_bins, 2)
+    conf_sum = _bincount(idx, size, conf).view(*groups, n_bins, 2).sum(-1)
+    return counts.sum(-1), conf_sum, counts[..., 1].clone()
 
 
 def binned_stats_from_pass(rows: RowPass, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -144,15 +157,7 @@ def binned_calibration_stats(
     temperatures = torch.tensor(temps, dtype=_F64, device=device)
     # max and correctness are shared by every temperature; the grid is binned group by group
     for sl, conf in _grid_confidence(z3, zmax, from_logits, temperatures):
-        g = conf.shape[0]
-        idx = bin_index(conf, n_bins).mul_(2).add_(correct)
-        idx.add_(torch.arange(g, device=device).view(g, 1) * (2 * n_bins))
-        if keep is not None:
-            idx.masked_fill_(~keep, g * 2 * n_bins)  # ignored rows go to a dropped extra bin
-        counts = _bincount(idx, g * 2 * n_bins).view(g, n_bins, 2)
-        count[sl] = counts.sum(2)
-        correct_sum[sl] = counts[..., 1]
-        conf_sum[sl] = _bincount(idx, g * 2 * n_bins, conf).view(g, n_bins, 2).sum(2)
+        count[sl], conf_sum[sl], correct_sum[sl] = _binned_top_label(conf, correct, keep, n_bins)
     return count, conf_sum, correct_sum
 
 
