@@ -106,6 +106,53 @@ def test_per_row_quantities_against_numpy():
     assert not F.row_pass(z, t, VOID).satisfies(VOID, True, nll=True)
 
 
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+def test_chunks_split_in_thread_blocks_give_the_same_rows(monkeypatch, threads, from_logits):
+    # chunks of at most 60 scores. 5 classes x 63 pixels: each image in pieces of 12 pixels
+    # and a last one of 3, each cut into one block per thread (12 for 2 and 3 threads, 3 for
+    # 3). 4 classes x 6 pixels: two images per chunk, cut for 3 threads (2 images are not a
+    # multiple of 3), and a last one-image chunk, cut for 2 and 3.
+    z, t = dense_batch(n=3, c=5, seed=7)
+    z[0, 1, 3, :] = z[0, 3, 3, :] = 20.0  # ties inside the blocks: labels ranked again
+    z[2, :, 0, 0] = 0.0  # a row of five tied classes
+    if not from_logits:
+        z = z.double().softmax(1)
+    small = (z[:, :4, 3:4, :6].contiguous(), t[:, 3:4, :6].clamp(max=3))  # ties included
+    whole = F.row_pass(z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4),
+                       from_logits=from_logits)
+    whole_small = F.row_pass(*small, VOID, labels=True, classwise_bins=(4,))
+    monkeypatch.setattr(F._engine, "_chunk_elements", lambda device: 60)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows = F.row_pass(z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4),
+                          from_logits=from_logits)
+        rows_small = F.row_pass(*small, VOID, labels=True, classwise_bins=(4,))
+        labels_alone = F._engine.class_argmax(z)
+    finally:
+        torch.set_num_threads(before)
+    keep = rows.keep
+    assert torch.equal(rows.labels[keep], z.argmax(1).reshape(-1)[keep])
+    assert torch.equal(labels_alone, z.argmax(1))
+    assert torch.equal(rows_small.labels, small[0].argmax(1).reshape(-1))
+    for a, b in ((rows, whole), (rows_small, whole_small)):
+        for name in ("correct", "labels", "target"):
+            assert torch.equal(getattr(a, name)[a.keep], getattr(b, name)[b.keep]), name
+        # the sum over the classes may round differently in the last pixels of a short block
+        torch.testing.assert_close(a.conf[a.keep], b.conf[b.keep], rtol=4e-16, atol=0)
+        for n_bins, (count, conf_sum, hits) in b.classwise.items():
+            assert torch.equal(a.classwise[n_bins][0], count)
+            assert torch.equal(a.classwise[n_bins][2], hits)
+            torch.testing.assert_close(a.classwise[n_bins][1], conf_sum, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(rows.nll[keep], whole.nll[keep], rtol=1e-15, atol=1e-15)
+    p, y = ref_rows(z, t, VOID, from_logits=from_logits)
+    for n_bins in (15, 4):
+        want = ref_classwise(p, y, n_bins)
+        for got, ref in zip(rows.classwise[n_bins], want):
+            np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+
 def test_segmentation_set_through_the_pass_equals_its_members_alone(monkeypatch):
     batches = [dense_batch(n=2, c=5, h=11, w=6, seed=s) for s in range(3)]
     shared = segmentation_metrics(5, 15, VOID, batch_averaged=True)
