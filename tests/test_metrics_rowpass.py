@@ -106,7 +106,6 @@ def test_per_row_quantities_against_numpy():
     assert not F.row_pass(z, t, VOID).satisfies(VOID, True, nll=True)
 
 
-
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
 def test_chunks_split_in_thread_blocks_give_the_same_rows(monkeypatch, threads, from_logits):
@@ -120,15 +119,17 @@ def test_chunks_split_in_thread_blocks_give_the_same_rows(monkeypatch, threads, 
     if not from_logits:
         z = z.double().softmax(1)
     small = (z[:, :4, 3:4, :6].contiguous(), t[:, 3:4, :6].clamp(max=3))  # ties included
-    whole = F.row_pass(z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4),
-                       from_logits=from_logits)
+    whole = F.row_pass(
+        z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4), from_logits=from_logits
+    )
     whole_small = F.row_pass(*small, VOID, labels=True, classwise_bins=(4,))
     monkeypatch.setattr(F._engine, "_chunk_elements", lambda device: 60)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        rows = F.row_pass(z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4),
-                          from_logits=from_logits)
+        rows = F.row_pass(
+            z, t, VOID, nll=True, labels=True, classwise_bins=(15, 4), from_logits=from_logits
+        )
         rows_small = F.row_pass(*small, VOID, labels=True, classwise_bins=(4,))
         labels_alone = F._engine.class_argmax(z)
     finally:
@@ -152,6 +153,7 @@ def test_chunks_split_in_thread_blocks_give_the_same_rows(monkeypatch, threads, 
         want = ref_classwise(p, y, n_bins)
         for got, ref in zip(rows.classwise[n_bins], want):
             np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+
 
 def test_segmentation_set_through_the_pass_equals_its_members_alone(monkeypatch):
     batches = [dense_batch(n=2, c=5, h=11, w=6, seed=s) for s in range(3)]
