@@ -16,7 +16,10 @@ a. **Validation pass** at VOC-val scale: synthetic logits of 1,449 images of 512
    buffers included; ``/proc/self/status`` VmHWM, reset before every call through
    ``/proc/self/clear_refs``; goal <= 200 MB) must be flat in the number of pixels, so two
    scales (``--scale`` and a quarter of it) are measured and reported. Each contender's own
-   transient per call is reported too (the baseline's is its 88 MB softmax output).
+   transient per call is reported too (the baseline's is its 88 MB softmax output). Before
+   and after each pass, ``cache_probe`` says which of this 2-vCPU machine's two states the
+   run was in (whether operations that split a chunk otherwise across the threads cost
+   several times more); it decides how fast a pass of many small operations runs there.
 b. **Training step** of DeepLabV3-ResNet50 at 512 x 512 (batch 2; forward + loss + backward
    + SGD step; one network and optimizer, the two losses alternating) with
    ``losses.ACLS(ignore_index=255)`` against ``losses.CrossEntropy(ignore_index=255)``:
@@ -152,6 +155,28 @@ def build_validation() -> tuple:
     return segmentation_metrics(CLASSES, N_BINS, VOID), module.temperature_search
 
 
+def cache_probe(rounds: int = 20) -> tuple[float, float]:
+    """``(same, switch)`` ms: ``rounds`` x two elementwise operations on a ``(1, 21, 49932)``
+    float64 chunk, against ``rounds`` x one elementwise operation and a maximum over the
+    classes (best of 3). With several threads the second hands each thread the other's
+    data at every switch (see ``_engine._load_chunk``); ``switch / same`` near 1 means the
+    threads' cores share a cache, several times 1 that they do not (this machine's two
+    states, which decide how fast a pass of many small operations runs)."""
+    d = torch.randn(1, CLASSES, 49932, dtype=torch.float64)
+
+    def best(step: Callable[[], object]) -> float:
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                d.add_(1e-9)
+                step()
+            runs.append(time.perf_counter() - t0)
+        return 1e3 * min(runs)
+
+    return best(lambda: d.mul_(1.0)), best(lambda: d.amax(1, keepdim=True))
+
+
 def validation_worker(scale: float, threads: int | None) -> dict:
     """One pass at ``scale`` of VOC val in this (fresh) process; returns times and memory."""
     if threads:
@@ -169,6 +194,7 @@ def validation_worker(scale: float, threads: int | None) -> dict:
     z.softmax(1).max(1)
     del warm_set, warm_search
     base = rss_mb()  # ... and every kernel and allocator pool initialized by one call each
+    probe_before = cache_probe()
     contenders: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
         "metric set": metric_set.update,
         "search": search.update,
@@ -192,6 +218,7 @@ def validation_worker(scale: float, threads: int | None) -> dict:
             if name != "baseline":  # the memory the metric set and the search add
                 extra = max(extra, peak - base)
                 extra_cold = max(extra_cold, peak - cold)
+    probe_after = cache_probe()
     t0 = clock()
     values = metric_set.compute()
     set_compute = clock() - t0
@@ -219,6 +246,7 @@ def validation_worker(scale: float, threads: int | None) -> dict:
         "keys": sorted(values),
         "breakdown": breakdown,
         "threads": torch.get_num_threads(),
+        "cache_probe": [*probe_before, *probe_after],
     }
 
 
@@ -309,6 +337,15 @@ def part_a(scale: float, small_scale: float, threads: int | None, clock: str) ->
             f"({r['extra_cold_mb']:.0f}) | "
             f"{e['metric set']:.0f} / {e['search']:.0f} / {e['baseline']:.0f} | "
             f"{r['end_mb']:.0f} |"
+        )
+    for r in rows:
+        same0, switch0, same1, switch1 = r["cache_probe"]
+        print(
+            f"\nCache probe at scale {r['scale']:g} ({r['threads']} threads; see "
+            "`cache_probe`): same-split operations {:.1f} / {:.1f} ms, switching splits "
+            "{:.1f} / {:.1f} ms before / after the pass (ratio {:.1f} / {:.1f}).".format(
+                same0, same1, switch0, switch1, switch0 / same0, switch1 / same1
+            )
         )
     breakdown = first["breakdown"]
     base_ms = breakdown.pop("baseline")

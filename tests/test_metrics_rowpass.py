@@ -3,7 +3,7 @@ member alone, and each per-row quantity against an independent float64 NumPy com
 
 * class-wise bins from the sparse selection (only probabilities above ``1/B`` binned) equal
   binning every probability (NumPy), at bin edges too and with several bin counts at once;
-* labels (the arg-max, first maximum, from the indicator product) equal ``argmax`` on ties,
+* labels (the arg-max, first maximum, from the weighted indicator sum) equal ``argmax`` on ties,
   on logits so small that their differences vanish in float64, and with or without the
   class-wise bins in the same pass (beyond ``B`` classes the top probability is below the
   class-wise threshold);
